@@ -1,0 +1,5 @@
+"""``python -m imagefit`` (also what torchrun launches)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The public Python API: ``train``, ``load``. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .model import Model
+from .train.run import Run, fit
+
+
+def train(
+    data: str | Path,
+    val: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    engine: str = "auto",
+    device: str = "auto",
+    **options: Any,
+) -> Run:
+    """Train a classifier on a folder (or CSV) of labeled photos.
+
+    Args:
+        data: Class folders, ``train/``+``val/`` folders, ``cat.0.jpg``-style
+            names, or a CSV with path and label columns.
+        val: Optional separate validation data (else the layout's own
+            validation folder, else a stratified ``val_split``).
+        out: Run folder (default ``runs/<model>-<strategy>-<time>``).
+        resume: Continue an interrupted run in ``out`` from its checkpoint.
+        progress: Show progress bars.
+        engine: Inference engine for frozen backbones: ``auto``, ``onnx``, ``torch``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        **options: Any field of :class:`~imagefit.config.DataConfig`,
+            :class:`~imagefit.config.ModelConfig` (``model=`` is the backbone
+            name) or :class:`~imagefit.config.TrainConfig`, e.g.
+            ``model="lite0", strategy="finetune", epochs=3, lr=1e-4, seed=1``.
+
+    Returns:
+        A :class:`~imagefit.train.run.Run`; ``Run.path`` is the run folder.
+
+    Raises:
+        ImagefitError: bad options or data, unwritable output, unknown model.
+    """
+    config = RunConfig.from_options(**options)
+    return fit(data, val, out, config, resume=resume, progress=progress, engine=engine, device=device)
+
+
+def load(path: str | Path) -> Model:
+    """Load a trained model from its run folder (safetensors + JSON; never unpickles)."""
+    return Model.load(path)

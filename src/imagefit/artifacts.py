@@ -1,0 +1,128 @@
+"""Run-folder files: ``model.safetensors`` + ``imagefit.json``. Never a pickle.
+
+Loading validates the JSON's types, the backbone name and every tensor's
+shape before anything runs, and refuses pickled checkpoints outright.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .errors import ArtifactError, ImagefitError
+from .paths import atomic_write_bytes, atomic_write_json
+
+META_FILE = "imagefit.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".h5", ".joblib")
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a model (stored in its metadata)."""
+    import timm
+
+    from . import __version__
+
+    return {
+        "imagefit": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_weights(path: Path, module: torch.nn.Module) -> None:
+    """Write a module's state as safetensors, atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_write_bytes(path, save(state))
+
+
+def save_run(folder: Path, module: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Write weights then metadata (so metadata never describes missing weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(folder / WEIGHTS_FILE, module)
+    meta = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
+    atomic_write_json(folder / META_FILE, meta)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """Read and type-check ``imagefit.json``.
+
+    Raises:
+        ArtifactError: missing folder/file, bad JSON, or wrong types.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"run folder not found: {folder}")
+    path = folder / META_FILE
+    if not path.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        hint = f" (found {', '.join(pickles)}: pickled files are never loaded)" if pickles else ""
+        raise ArtifactError(f"{folder} is not an imagefit run: {META_FILE} is missing{hint}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    _check(meta, dict, "the file")
+    _check(meta.get("classes"), list, "classes")
+    if len(meta["classes"]) < 2 or not all(isinstance(c, str) for c in meta["classes"]):
+        raise ArtifactError(f"{path}: classes must be a list of at least 2 strings, received {meta['classes']!r}")
+    _check(meta.get("backbone"), dict, "backbone")
+    _check(meta["backbone"].get("name"), str, "backbone.name")
+    _check(meta.get("preprocess"), dict, "preprocess")
+    _check(meta.get("head"), dict, "head")
+    for key in ("hidden", "out_features"):
+        _check(meta["head"].get(key), int, f"head.{key}")
+    _check(meta["head"].get("dropout"), (int, float), "head.dropout")
+    temp = meta.get("temperature", 1.0)
+    if not isinstance(temp, (int, float)) or isinstance(temp, bool) or not temp > 0:
+        raise ArtifactError(f"{path}: temperature must be a positive number, received {temp!r}")
+    fv = meta.get("format_version")
+    if fv != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format_version {fv!r} is not supported (this imagefit reads {FORMAT_VERSION})")
+    return meta
+
+
+def _check(value: Any, kind: type | tuple[type, ...], name: str) -> None:
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
+    if not ok:
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ArtifactError(f"{META_FILE}: {name} must be {want}, received {type(value).__name__} {value!r:.60}")
+
+
+def load_weights(folder: Path, module: torch.nn.Module) -> None:
+    """Load ``model.safetensors`` into ``module``, checking names and shapes.
+
+    Raises:
+        ArtifactError: missing or malformed file, or tensors that do not fit.
+    """
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: {WEIGHTS_FILE} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a valid safetensors file ({exc})") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{path}: tensors do not match the model ({len(missing)} missing, e.g. {missing[:2]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ArtifactError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ImagefitError) as exc:
+        raise ArtifactError(f"{path}: {str(exc).splitlines()[0]}") from None

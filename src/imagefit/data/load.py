@@ -1,0 +1,145 @@
+"""Read any photo as RGB, or say precisely why it cannot be read.
+
+Every failure becomes :class:`~imagefit.errors.BadImageError` with a short
+reason, so that callers skip and list the file instead of crashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import BadImageError
+
+# Above this many pixels a file is treated as a decompression bomb and skipped.
+MAX_PIXELS = 100_000_000
+# Pillow's own bomb check would raise before ours can give a clear reason.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass
+class SkipLog:
+    """Files skipped during a pass, with the reason for each."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str | Path, reason: str) -> None:
+        """Record one skipped file."""
+        self.items.append((str(path), reason))
+
+    def extend(self, other: SkipLog) -> None:
+        """Append another log's entries, dropping exact duplicates."""
+        seen = set(self.items)
+        self.items.extend(i for i in other.items if i not in seen)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def as_list(self) -> list[dict[str, str]]:
+        """JSON-ready list of ``{"path", "reason"}``."""
+        return [{"path": p, "reason": r} for p, r in self.items]
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """Read a file's bytes, turning OS errors into a :class:`BadImageError`."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        reason = "broken symlink" if p.is_symlink() else "file not found"
+        raise BadImageError(reason) from None
+    except PermissionError:
+        raise BadImageError("permission denied") from None
+    except IsADirectoryError:
+        raise BadImageError("is a directory") from None
+    except OSError as exc:
+        raise BadImageError(f"unreadable ({exc.strerror or exc})") from None
+    if not data:
+        raise BadImageError("empty file")
+    return data
+
+
+def content_digest(data: bytes) -> str:
+    """Stable content key of a file's bytes (feature-cache key)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def decode(data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes to an RGB image with EXIF orientation applied.
+
+    Args:
+        data: The file's bytes.
+        draft_size: If given, let the JPEG decoder downscale by a power of two
+            while keeping both sides at least this large (much faster, same
+            result after the later resize).
+        max_pixels: Larger images are refused as decompression bombs.
+
+    Raises:
+        BadImageError: with the reason, for anything that is not a readable image.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise BadImageError(f"too many pixels ({w}x{h}), possible decompression bomb")
+            if w < 1 or h < 1:
+                raise BadImageError(f"invalid size {w}x{h}")
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return to_rgb(img)
+    except BadImageError:
+        raise
+    except UnidentifiedImageError:
+        raise BadImageError("not an image (unrecognized format)") from None
+    except Image.DecompressionBombError:
+        raise BadImageError("decompression bomb") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, IndexError,
+            ZeroDivisionError, KeyError, MemoryError, AttributeError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in msg.lower() or isinstance(exc, EOFError):
+            raise BadImageError(f"truncated or corrupt image ({msg})") from None
+        raise BadImageError(f"corrupt image ({msg})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode (grayscale, palette, alpha, CMYK, 16-bit) to 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size else 0.0
+        # 16-bit files use the full 0..65535 range; scale by it unless values are already 8-bit.
+        scale = 255.0 / 65535.0 if hi > 255 else 1.0
+        arr8 = np.clip(arr * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels become white, as a viewer shows them, not whatever colour they hid.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
+    """Read and decode one file to RGB. See :func:`decode`."""
+    return decode(read_bytes(path), draft_size)
+
+
+def probe(path: str | Path) -> tuple[int, int]:
+    """Fully decode a file and return its (width, height), or raise :class:`BadImageError`."""
+    img = load_image(path)
+    return img.size

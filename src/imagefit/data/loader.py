@@ -1,0 +1,141 @@
+"""Stream decoded, preprocessed batches with decoding overlapped with inference.
+
+Pillow releases the GIL while it decodes and resizes, so a small thread pool
+keeps a CPU inference engine fed without the start-up and pickling cost of
+worker processes. Memory stays bounded: at most ``prefetch`` batches are in
+flight, whatever the number of photos.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import BadImageError
+from .load import SkipLog, content_digest, decode, read_bytes
+from .transforms import Preprocess
+
+
+@dataclass
+class Batch:
+    """A batch of preprocessed images and where they came from."""
+
+    indices: list[int]
+    arrays: np.ndarray
+    digests: list[str]
+
+
+def default_workers() -> int:
+    """Threads used for decoding: one per core, at least two."""
+    return max(2, os.cpu_count() or 2)
+
+
+def _prepare(path: Path, pre: Preprocess, views: Sequence[str]) -> tuple[list[np.ndarray], str]:
+    data = read_bytes(path)
+    img = decode(data, draft_size=pre.resize_size)
+    base = pre.resize_crop(img)
+    arrays = []
+    for view in views:
+        v = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view == "flip" else base
+        arrays.append(pre.normalize(v))
+    return arrays, content_digest(data)
+
+
+def iter_batches(
+    paths: Sequence[Path],
+    pre: Preprocess,
+    batch_size: int,
+    skipped: SkipLog,
+    *,
+    views: Sequence[str] = ("orig",),
+    workers: int | None = None,
+    keep: Callable[[int], bool] | None = None,
+) -> Iterator[Batch]:
+    """Yield batches of eval-preprocessed images in path order.
+
+    Unreadable files are recorded in ``skipped`` and left out of the batches.
+
+    Args:
+        paths: Image files.
+        pre: Preprocessing from the backbone spec.
+        batch_size: Images per batch (each view counts once per image).
+        skipped: Receives ``(path, reason)`` for every unreadable file.
+        views: ``"orig"`` and/or ``"flip"``; arrays are laid out image-major.
+        workers: Decoding threads (default: :func:`default_workers`).
+        keep: Optional filter on indices, applied before decoding.
+    """
+    todo = [i for i in range(len(paths)) if keep is None or keep(i)]
+    n_workers = workers or default_workers()
+    prefetch = batch_size * 3
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="imagefit-decode") as pool:
+        pending: deque[tuple[int, Future[tuple[list[np.ndarray], str]]]] = deque()
+        it = iter(todo)
+        for i in it:
+            pending.append((i, pool.submit(_prepare, paths[i], pre, views)))
+            if len(pending) >= prefetch:
+                break
+        idx: list[int] = []
+        arrs: list[np.ndarray] = []
+        digs: list[str] = []
+        while pending:
+            i, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_prepare, paths[nxt], pre, views)))
+            try:
+                arrays, digest = fut.result()
+            except BadImageError as exc:
+                skipped.add(paths[i], str(exc))
+                continue
+            idx.append(i)
+            arrs.extend(arrays)
+            digs.append(digest)
+            if len(idx) >= batch_size:
+                yield Batch(idx, np.stack(arrs), digs)
+                idx, arrs, digs = [], [], []
+        if idx:
+            yield Batch(idx, np.stack(arrs), digs)
+
+
+class TrainImages(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Labeled images with an augmenting transform, for torch's DataLoader.
+
+    A file that fails to decode yields ``None``; :func:`collate_skip` drops it
+    and the failure is listed after the epoch (worker processes cannot share a
+    log, so the dataset re-checks failures in the main process).
+    """
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Callable[[Image.Image], torch.Tensor], draft: int | None):
+        self.paths = list(paths)
+        self.labels = list(labels)
+        self.transform = transform
+        self.draft = draft
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | None:
+        try:
+            img = decode(read_bytes(self.paths[i]), draft_size=self.draft)
+        except BadImageError:
+            return None
+        return self.transform(img), self.labels[i], i
+
+
+def collate_skip(items: list[tuple[torch.Tensor, int, int] | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Collate a batch, dropping files that could not be read."""
+    good = [it for it in items if it is not None]
+    if not good:
+        return None
+    x = torch.stack([g[0] for g in good])
+    y = torch.tensor([g[1] for g in good], dtype=torch.long)
+    idx = torch.tensor([g[2] for g in good], dtype=torch.long)
+    return x, y, idx

@@ -1,0 +1,145 @@
+"""A trained classifier loaded from a run folder: predict and evaluate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .artifacts import load_weights, read_meta
+from .data.discover import ImageSet, discover, list_images
+from .data.load import SkipLog
+from .data.transforms import Preprocess
+from .engine import Engine, model_key
+from .errors import ArtifactError, DataError, ImagefitError
+from .evaluate import compute_metrics
+from .features import FeatureCache, extract
+from .models.heads import Head, probabilities
+from .models.registry import create_backbone
+from .predict import Predictions, make_records
+from .ui import UI
+
+
+class Model:
+    """A classifier ready to predict: backbone engine + head + calibration.
+
+    Build with :func:`imagefit.load`.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], backbone: torch.nn.Module, head: Head):
+        self.path = Path(path)
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.backbone = backbone.eval()
+        self.head = head.eval()
+        self.temperature = float(meta.get("temperature", 1.0))
+        self._engine: Engine | None = None
+        self.engine_kind = "auto"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Load a run folder (safetensors + JSON only).
+
+        Raises:
+            ArtifactError: missing, malformed or mismatched files.
+        """
+        folder = Path(path)
+        meta = read_meta(folder)
+        bb = meta["backbone"]
+        try:
+            backbone, _ = create_backbone(bb["name"], pretrained=False)
+        except ImagefitError as exc:
+            raise ArtifactError(f"{folder}: {exc}") from None
+        head_meta = meta["head"]
+        n_feat = int(bb.get("num_features", 0))
+        if n_feat <= 0:
+            raise ArtifactError(f"{folder}: backbone.num_features must be a positive integer")
+        head = Head(n_feat, len(meta["classes"]), hidden=head_meta["hidden"], dropout=float(head_meta["dropout"]))
+        if head.out_features != head_meta["out_features"]:
+            raise ArtifactError(f"{folder}: head has {head_meta['out_features']} outputs but {len(meta['classes'])} classes need {head.out_features}")
+        from .models.heads import ImageClassifier
+
+        module = ImageClassifier(backbone, head)
+        load_weights(folder, module)
+        return cls(folder, meta, backbone, head)
+
+    @property
+    def engine(self) -> Engine:
+        """The backbone's inference engine, built on first use."""
+        if self._engine is None:
+            digest = self.meta["backbone"].get("digest") or "unknown"
+            self._engine = Engine(self.backbone, self.preprocess.input_size, model_key(self.meta["backbone"]["name"], digest), self.engine_kind)
+        return self._engine
+
+    def _cache(self) -> FeatureCache | None:
+        digest = self.meta["backbone"].get("digest")
+        return FeatureCache(f"{digest}-{self.preprocess.key()}") if digest else None
+
+    def features(self, paths: Sequence[Path], skipped: SkipLog, *, tta: bool = False, ui: UI | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Backbone features of readable photos: ``(indices, [n, views, F])``."""
+        ui = ui or UI(False)
+        views = ("orig", "flip") if tta else ("orig",)
+        with ui.task("features", len(paths)) as advance:
+            feats = extract(list(paths), self.engine, self.preprocess, skipped, cache=self._cache(), views=views, progress=advance)
+        return feats.indices, feats.values
+
+    def head_probs(self, values: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """Head + (calibrated) probabilities, averaged over views."""
+        t = self.temperature if temperature is None else temperature
+        if len(values) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        n, v, f = values.shape
+        with torch.inference_mode():
+            logits = self.head(torch.from_numpy(values.reshape(n * v, f)))
+            p = probabilities(logits, t).reshape(n, v, -1).mean(1)
+        return p.numpy()
+
+    def predict(self, paths: Sequence[str | Path] | str | Path, *, tta: bool = False, progress: bool = False) -> Predictions:
+        """Predict files and folders (recursive). Unreadable files are skipped and listed.
+
+        Args:
+            paths: Image files and/or folders.
+            tta: Average the prediction of the photo and its mirror image.
+            progress: Show a progress bar.
+
+        Returns:
+            :class:`~imagefit.predict.Predictions`, one record per readable image.
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        files = list_images(list(paths))
+        skipped = SkipLog()
+        idx, values = self.features(files, skipped, tta=tta, ui=UI(progress))
+        probs = self.head_probs(values)
+        return Predictions(make_records(files, idx, probs, self.classes), self.classes, skipped, idx, probs)
+
+    def evaluate(self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False) -> dict[str, Any]:
+        """Metrics on a labeled set (any layout :func:`~imagefit.data.discover` reads).
+
+        A folder with ``train/`` + ``val/`` is evaluated on its validation (or
+        test) part. Returns at least ``accuracy`` and ``log_loss``, plus the
+        confusion matrix, per-class scores, ROC AUC and the dummy baseline.
+        """
+        if isinstance(data, ImageSet):
+            images = data
+        else:
+            found = discover(data, labels_from_filename=labels_from_filename)
+            images = found.val or (found.test if found.test is not None and found.test.labeled else None) or found.train
+        if not images.labeled:
+            raise DataError(f"{images.source}: evaluation needs labeled images")
+        images = images.with_classes(self.classes)
+        skipped = SkipLog()
+        idx, values = self.features(images.paths, skipped, tta=tta, ui=UI(progress))
+        if len(idx) == 0:
+            raise DataError(f"{images.source}: none of the {len(images)} files could be read")
+        probs = self.head_probs(values)
+        y = np.asarray(images.labels)[idx]
+        metrics = compute_metrics(y, probs, self.classes, self.meta.get("train_counts"))
+        metrics["n_skipped"] = len(skipped)
+        metrics["skipped"] = skipped.as_list()
+        metrics["tta"] = tta
+        return metrics

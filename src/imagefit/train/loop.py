@@ -1,0 +1,302 @@
+"""The training loop: epochs, mini-batches, callbacks, resumable checkpoints.
+
+One :class:`Trainer` serves every strategy: it trains whatever module it is
+given (a head on cached features, or a whole classifier on images) from a
+function that yields batches for an epoch. Randomness is re-seeded from
+``(seed, epoch)`` at the start of each epoch, so a run resumed after epoch k
+draws exactly the numbers an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import ArtifactError, ImagefitError
+from ..models.heads import loss_fn
+from ..paths import atomic_write_bytes, atomic_write_json
+from .callbacks import Callback
+
+Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Validate = Callable[[], dict[str, float]]
+
+
+class Interrupted(ImagefitError):
+    """Training stopped by Ctrl-C after saving a resumable checkpoint."""
+
+    exit_code = 130
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed used for everything random in one epoch."""
+    return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (momentum 0.9) over parameter groups carrying an ``lr_scale``."""
+    for g in groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+class Trainer:
+    """Fits ``module`` with ``optimizer`` under ``callbacks``.
+
+    Args:
+        module: The trainable module (its forward gives logits).
+        optimizer: Built with :func:`make_optimizer` (groups keep ``lr_scale``).
+        callbacks: Run in order after each epoch.
+        seed: Base seed.
+        class_weights: Optional per-class loss weights.
+        train_mode: Called before each epoch to set train/eval modes
+            (e.g. keep frozen BatchNorm layers in eval mode).
+        checkpoint_dir: Where resumable checkpoints go (None: no checkpoints).
+        phase: Name of the phase, stored in checkpoints.
+        step_hook: Optional per-step ``fn(n_images)`` for progress bars.
+        autocast: Optional device type for bf16 autocast (``cuda``).
+        to_device: Moves a batch to the model's device.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        callbacks: list[Callback],
+        *,
+        seed: int = 0,
+        class_weights: torch.Tensor | None = None,
+        train_mode: Callable[[nn.Module], None] | None = None,
+        checkpoint_dir: Path | None = None,
+        phase: str = "train",
+        step_hook: Callable[[int], None] | None = None,
+        to_device: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+        autocast: str | None = None,
+    ):
+        self.module = module
+        self.optimizer = optimizer
+        self.callbacks = callbacks
+        self.seed = seed
+        self.class_weights = class_weights
+        self.train_mode = train_mode or (lambda m: m.train())
+        self.checkpoint_dir = checkpoint_dir
+        self.phase = phase
+        self.step_hook = step_hook
+        self.to_device = to_device
+        self.autocast = autocast
+        self.stop_training = False
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    # -- what callbacks use --------------------------------------------------
+    def get_lr(self) -> float:
+        """The base learning rate (group lr divided by its scale)."""
+        g = self.optimizer.param_groups[0]
+        return g["lr"] / g.get("lr_scale", 1.0)
+
+    def set_lr(self, lr: float) -> None:
+        """Set the base learning rate, keeping each group's ratio."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the module's weights."""
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load weights from :meth:`snapshot`."""
+        self.module.load_state_dict(state)
+
+    # -- loop ------------------------------------------------------------------
+    def fit(self, batches: Batches, validate: Validate, epochs: int, start_epoch: int = 0) -> list[dict[str, float]]:
+        """Train from ``start_epoch`` up to ``epochs``; returns the history.
+
+        Raises:
+            Interrupted: on Ctrl-C, after the last finished epoch's checkpoint is on disk.
+        """
+        if start_epoch == 0:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+        try:
+            for epoch in range(start_epoch, epochs):
+                if self.stop_training:
+                    break
+                self.epoch = epoch
+                logs = self._run_epoch(batches, epoch)
+                logs.update(validate())
+                logs["lr"] = self.get_lr()
+                self.history.append({"epoch": epoch, **logs})
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, epoch, logs)
+                self.save_checkpoint(epoch + 1)
+        except KeyboardInterrupt:
+            where = f"; resume with --resume (checkpoint in {self.checkpoint_dir})" if self.checkpoint_dir else ""
+            raise Interrupted(f"interrupted during epoch {self.epoch + 1}{where}") from None
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def _run_epoch(self, batches: Batches, epoch: int) -> dict[str, float]:
+        torch.manual_seed(epoch_seed(self.seed, epoch))
+        self.train_mode(self.module)
+        total_loss, correct, seen = 0.0, 0, 0
+        weights = self.class_weights
+        for x, y in batches(epoch):
+            x, y = self.to_device(x), self.to_device(y)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.autocast:
+                with torch.autocast(self.autocast, dtype=torch.bfloat16):
+                    logits = self.module(x)
+            else:
+                logits = self.module(x)
+            loss = loss_fn(logits, y, weights.to(logits.device) if weights is not None else None)
+            if not torch.isfinite(loss):
+                raise ImagefitError(f"training diverged (loss={loss.item()}) at epoch {epoch + 1}; try a lower --lr")
+            loss.backward()
+            self.optimizer.step()
+            n = len(y)
+            total_loss += loss.item() * n
+            correct += int((_predict(logits) == y).sum())
+            seen += n
+            if self.step_hook:
+                self.step_hook(n)
+        if seen == 0:
+            raise ImagefitError("no readable training images in this epoch")
+        return {"loss": total_loss / seen, "accuracy": correct / seen}
+
+    # -- checkpoints -------------------------------------------------------------
+    def save_checkpoint(self, epochs_done: int) -> None:
+        """Write ``last.safetensors`` + ``last.json`` atomically (weights, optimizer, callbacks)."""
+        if self.checkpoint_dir is None:
+            return
+        tensors: dict[str, torch.Tensor] = {}
+        for k, v in self.module.state_dict().items():
+            tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+        opt = self.optimizer.state_dict()
+        opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
+        for pid, st in opt["state"].items():
+            opt_meta["state"][str(pid)] = {}
+            for name, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"optim.{pid}.{name}"] = val.detach().cpu().contiguous()
+                    opt_meta["state"][str(pid)][name] = "tensor"
+                else:
+                    opt_meta["state"][str(pid)][name] = val
+        cb_states = []
+        for i, cb in enumerate(self.callbacks):
+            st = cb.state_dict()
+            best = getattr(cb, "best_state", None)
+            if best is not None:
+                for k, v in best.items():
+                    tensors[f"cb{i}.best.{k}"] = v.detach().cpu().contiguous()
+                st = {**st, "has_best_state": True}
+            cb_states.append(_finite(st))
+        meta = {
+            "phase": self.phase,
+            "epochs_done": epochs_done,
+            "stop_training": self.stop_training,
+            "optimizer": opt_meta,
+            "callbacks": cb_states,
+            "history": self.history,
+        }
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        # Weights first, metadata last: metadata naming an epoch means its weights are on disk.
+        tmp = self.checkpoint_dir / f"{self.phase}.safetensors.part"
+        save_file(tensors, str(tmp))
+        atomic_write_bytes(self.checkpoint_dir / f"{self.phase}.safetensors", tmp.read_bytes())
+        tmp.unlink()
+        atomic_write_json(self.checkpoint_dir / f"{self.phase}.json", meta)
+
+    def load_checkpoint(self) -> int:
+        """Restore from this phase's checkpoint; returns the number of epochs done (0 if none)."""
+        if self.checkpoint_dir is None:
+            return 0
+        meta_path = self.checkpoint_dir / f"{self.phase}.json"
+        weights_path = self.checkpoint_dir / f"{self.phase}.safetensors"
+        if not meta_path.is_file() or not weights_path.is_file():
+            return 0
+        try:
+            meta = json.loads(meta_path.read_text())
+            tensors = load_file(str(weights_path))
+        except Exception as exc:
+            raise ArtifactError(f"checkpoint in {self.checkpoint_dir} is unreadable ({exc}); delete it to start over") from None
+        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.module.load_state_dict(model_state)
+        except RuntimeError as exc:
+            raise ArtifactError(f"checkpoint in {self.checkpoint_dir} does not fit this model: {str(exc).splitlines()[0]}") from None
+        opt_meta = meta["optimizer"]
+        state: dict[int, dict[str, Any]] = {}
+        for pid, entries in opt_meta["state"].items():
+            state[int(pid)] = {
+                name: (tensors[f"optim.{pid}.{name}"] if val == "tensor" else val) for name, val in entries.items()
+            }
+        self.optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
+        for i, (cb, st) in enumerate(zip(self.callbacks, meta["callbacks"])):
+            cb.load_state_dict(_unfinite(st))
+            if st.get("has_best_state"):
+                prefix = f"cb{i}.best."
+                cb.best_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # type: ignore[attr-defined]
+        self.history = list(meta.get("history", []))
+        self.stop_training = bool(meta.get("stop_training", False))
+        return int(meta["epochs_done"])
+
+
+def _predict(logits: torch.Tensor) -> torch.Tensor:
+    if logits.shape[-1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(1)
+
+
+def _finite(obj: Any) -> Any:
+    # JSON has no inf; callbacks start with best=inf.
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _unfinite(obj: Any) -> Any:
+    if obj in ("inf", "-inf"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _unfinite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unfinite(v) for v in obj]
+    return obj
+
+
+def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Batches:
+    """Epoch -> mini-batches of in-memory tensors, shuffled by ``(seed, epoch)``.
+
+    For cached features with several views (``x`` of shape ``[N, V, F]``) one
+    view per photo is drawn each epoch: the flip augmentation of the linear
+    strategy.
+    """
+
+    def gen(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        rng = np.random.Generator(np.random.PCG64(epoch_seed(seed, epoch)))
+        order = torch.from_numpy(rng.permutation(len(y)))
+        xs = x
+        if x.dim() == 3:
+            pick = torch.from_numpy(rng.integers(0, x.shape[1], len(y)))
+            xs = x[torch.arange(len(y)), pick]
+        for start in range(0, len(y), batch_size):
+            idx = order[start : start + batch_size]
+            yield xs[idx], y[idx]
+
+    return gen

@@ -1,0 +1,42 @@
+"""Progress bars and messages (rich), silent when progress is off."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True, highlight=False)
+
+
+class UI:
+    """Where the library reports progress; ``enabled=False`` prints nothing."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def info(self, message: str) -> None:
+        """One line of status."""
+        if self.enabled:
+            console.print(message)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A progress bar with ETA; yields ``advance(n)``."""
+        if not self.enabled or total <= 0:
+            yield lambda n: None
+            return
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as bar:
+            tid = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(tid, n)
