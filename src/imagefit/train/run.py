@@ -40,7 +40,7 @@ from ..errors import ConfigError, DataError, OutputError
 from ..evaluate import compute_metrics
 from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier, probabilities
-from ..models.registry import BackboneSpec, count_unfrozen, create_backbone, state_digest, trainable_units
+from ..models.registry import BackboneSpec, count_unfrozen, create_backbone, get_spec, state_digest, trainable_units
 from ..paths import atomic_write_bytes, atomic_write_json
 from ..ui import UI
 from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
@@ -170,6 +170,7 @@ def fit(data: str | Path, val: str | Path | None, out: str | Path | None, config
         ui.info(f"resuming {out_path}")
     elif (out_path / META_FILE).exists() or state_file.exists():
         raise OutputError(f"{out_path} already holds a run; choose another --out, or add --resume to continue it")
+    get_spec(config.model.name)  # an unknown model fails before any folder is made
     check_writable(out_path)
     torch.manual_seed(config.train.seed)
     np.random.seed(config.train.seed % (2**32))
