@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "src" / "imagefit" / "sample_data"
 REAL = ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
 
+# Tests never touch the network: Hugging Face lookups stay in the local cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -71,3 +74,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "sample"
     run = imagefit.train(SAMPLE / "train", val=SAMPLE / "val", out=out, seed=0)
     return run.path
+
+
+@pytest.fixture
+def make_img() -> Callable[..., Path]:
+    """The :func:`make_image` helper as a fixture: ``make_img(path, color, size=..., seed=..., fmt=...)``."""
+    return make_image

@@ -7,7 +7,9 @@ shape before anything runs, and refuses pickled checkpoints outright.
 from __future__ import annotations
 
 import json
+import math
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
     for key in ("hidden", "out_features"):
         _check(meta["head"].get(key), int, f"head.{key}")
     _check(meta["head"].get("dropout"), (int, float), "head.dropout")
+    # Values that pass the type checks but would crash later (inside torch, at
+    # predict time, or write outside the cache) are refused here, with the reason.
+    _check_values(meta, path)
     temp = meta.get("temperature", 1.0)
     if not isinstance(temp, (int, float)) or isinstance(temp, bool) or not temp > 0:
         raise ArtifactError(f"{path}: temperature must be a positive number, received {temp!r}")
@@ -89,6 +94,45 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if fv != FORMAT_VERSION:
         raise ArtifactError(f"{path}: format_version {fv!r} is not supported (this imagefit reads {FORMAT_VERSION})")
     return meta
+
+
+def _check_values(meta: dict[str, Any], path: Path) -> None:
+    bb, head, pre = meta["backbone"], meta["head"], meta["preprocess"]
+    _check(bb.get("num_features"), int, "backbone.num_features")
+    if bb["num_features"] < 1:
+        raise ArtifactError(f"{path}: backbone.num_features must be positive, received {bb['num_features']}")
+    digest = bb.get("digest")
+    # The digest names cache files (features, ONNX graphs): only hex, never a path.
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{1,128}", digest)):
+        raise ArtifactError(f"{path}: backbone.digest must be a hexadecimal string, received {digest!r:.60}")
+    if head["hidden"] < 0 or head["out_features"] < 1 or not 0 <= head["dropout"] < 1:
+        raise ArtifactError(
+            f"{path}: head needs hidden >= 0, out_features >= 1 and 0 <= dropout < 1, received "
+            f"hidden={head['hidden']}, out_features={head['out_features']}, dropout={head['dropout']}"
+        )
+    from .data.transforms import Preprocess
+
+    _check(pre.get("input_size"), int, "preprocess.input_size")
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            raise ArtifactError(f"{path}: preprocess.{key} must be a list of 3 numbers, received {v!r:.60}")
+    crop = pre.get("crop_pct", 0.875)
+    ok = (
+        16 <= pre["input_size"] <= 4096
+        and all(x > 0 for x in pre["std"])
+        and isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0.05 <= crop <= 2
+        and isinstance(pre.get("interpolation", "bicubic"), str)
+    )
+    if not ok:
+        raise ArtifactError(
+            f"{path}: preprocess needs 16 <= input_size <= 4096, std > 0, 0.05 <= crop_pct <= 2 and an "
+            f"interpolation name, received {pre!r:.200}"
+        )
+    try:
+        Preprocess.from_dict(pre)
+    except (ImagefitError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: preprocess: {exc}") from None
 
 
 def _check(value: Any, kind: type | tuple[type, ...], name: str) -> None:
@@ -106,7 +150,10 @@ def load_weights(folder: Path, module: torch.nn.Module) -> None:
     """
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
-        raise ArtifactError(f"{folder}: {WEIGHTS_FILE} is missing")
+        # Say why a model.pt/.pkl beside it is not used, rather than only "missing".
+        pickles = sorted(p.name for p in Path(folder).iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        hint = f" (found {', '.join(pickles)}: pickled files are never loaded, they can run code)" if pickles else ""
+        raise ArtifactError(f"{folder}: {WEIGHTS_FILE} is missing{hint}")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -46,7 +46,8 @@ def _out(obj: object) -> None:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Class folders, train/+val/ folders, cat.0.jpg-style names, or a CSV.")],
+    # Optional so that `imagefit train --resume --out RUN` works: a resumed run reads its data from RUN.
+    data: Annotated[Optional[Path], typer.Argument(help="Class folders, train/+val/ folders, cat.0.jpg-style names, or a CSV (not needed with --resume).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Separate validation data.")] = None,
     val_split: Annotated[Optional[float], typer.Option(help="Validation share when there is no validation data (default 0.2).")] = None,
     model: Annotated[str, typer.Option(help="Backbone (see `imagefit models`).")] = "lite0",
@@ -73,6 +74,12 @@ def train(
     """Train a classifier; writes model.safetensors, imagefit.json and history.csv to a run folder."""
     import imagefit
 
+    from .errors import ConfigError
+
+    if data is None and not resume:
+        raise ConfigError("missing argument DATA (only `train --resume --out RUN` may leave it out)")
+    if resume and out is None:
+        raise ConfigError("--resume needs --out RUN, the folder of the run to continue")
     run = imagefit.train(
         data, val=val, out=out, resume=resume, progress=True,
         val_split=val_split, model=model, strategy=strategy.value, img_size=img_size, augment=augment.value,

@@ -13,7 +13,7 @@ from torch import nn
 from .errors import ArtifactError
 
 
-def export_onnx(module: nn.Module, path: str | Path, input_size: int, *, output_name: str = "output") -> Path:
+def export_onnx(module: nn.Module, path: str | Path, input_size: int, *, output_name: str = "output", pixels: bool = False) -> Path:
     """Write ``module`` as an ONNX graph with a dynamic batch axis.
 
     The file is written to a temporary name and renamed, so a crash never
@@ -23,6 +23,7 @@ def export_onnx(module: nn.Module, path: str | Path, input_size: int, *, output_
         module: Any module mapping ``[N, 3, S, S]`` float32 to a tensor.
         path: Destination ``.onnx`` file.
         input_size: The square input side ``S``.
+        pixels: The module takes uint8 ``[N, S, S, 3]`` (a :class:`~imagefit.engine.PixelModel`).
         output_name: Name of the graph's output.
 
     Returns:
@@ -32,7 +33,10 @@ def export_onnx(module: nn.Module, path: str | Path, input_size: int, *, output_
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = module.training
     module = module.eval()
-    dummy = torch.zeros(2, 3, input_size, input_size)
+    if pixels:
+        dummy = torch.zeros(2, input_size, input_size, 3, dtype=torch.uint8)
+    else:
+        dummy = torch.zeros(2, 3, input_size, input_size)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from .artifacts import load_weights, read_meta
+from .calibrate import expected_calibration_error, summary_from_probs
 from .data.discover import ImageSet, discover, list_images
 from .data.load import SkipLog
 from .data.transforms import Preprocess
@@ -72,7 +74,7 @@ class Model:
         """The backbone's inference engine, built on first use."""
         if self._engine is None:
             digest = self.meta["backbone"].get("digest") or "unknown"
-            self._engine = Engine(self.backbone, self.preprocess.input_size, model_key(self.meta["backbone"]["name"], digest), self.engine_kind)
+            self._engine = Engine(self.backbone, self.preprocess, model_key(self.meta["backbone"]["name"], digest), self.engine_kind)
         return self._engine
 
     def _cache(self) -> FeatureCache | None:
@@ -121,9 +123,15 @@ class Model:
         """Metrics on a labeled set (any layout :func:`~imagefit.data.discover` reads).
 
         A folder with ``train/`` + ``val/`` is evaluated on its validation (or
-        test) part. Returns at least ``accuracy`` and ``log_loss``, plus the
-        confusion matrix, per-class scores, ROC AUC and the dummy baseline.
+        test) part. Returns at least ``accuracy`` and ``log_loss`` (of the
+        calibrated model), plus ``ece``, the confusion matrix, per-class
+        scores, ROC AUC, the dummy baseline, and ``calibration``: log loss and
+        ECE without (``*_before``) and with (``*_after``) the run's temperature.
         """
+        return self.evaluate_details(data, tta=tta, progress=progress, labels_from_filename=labels_from_filename).metrics
+
+    def evaluate_details(self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False) -> Evaluation:
+        """As :meth:`evaluate`, also returning the per-photo labels and probabilities (for reports)."""
         if isinstance(data, ImageSet):
             images = data
         else:
@@ -137,9 +145,25 @@ class Model:
         if len(idx) == 0:
             raise DataError(f"{images.source}: none of the {len(images)} files could be read")
         probs = self.head_probs(values)
+        probs_uncal = self.head_probs(values, 1.0)
         y = np.asarray(images.labels)[idx]
         metrics = compute_metrics(y, probs, self.classes, self.meta.get("train_counts"))
+        metrics["ece"] = expected_calibration_error(probs, y)
+        metrics["calibration"] = summary_from_probs(probs_uncal, probs, y, self.temperature)
         metrics["n_skipped"] = len(skipped)
         metrics["skipped"] = skipped.as_list()
         metrics["tta"] = tta
-        return metrics
+        paths = [Path(images.paths[int(i)]) for i in idx]
+        return Evaluation(metrics, paths, y, probs_uncal, probs, str(images.source))
+
+
+@dataclass
+class Evaluation:
+    """What :meth:`Model.evaluate_details` measured, photo by photo."""
+
+    metrics: dict[str, Any]
+    paths: list[Path]  # readable photos, in evaluation order
+    labels: np.ndarray  # [N] true labels
+    probs_uncalibrated: np.ndarray  # [N, C] at temperature 1
+    probs: np.ndarray  # [N, C] at the run's temperature (what predict returns)
+    source: str = ""

@@ -41,7 +41,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    # surrogateescape: a file name that is not valid UTF-8 (b"\xff.jpg", which
+    # Python holds as "\udcff.jpg") is written as its original bytes instead of
+    # crashing the CSV or report that mentions it.
+    return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

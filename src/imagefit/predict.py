@@ -37,12 +37,18 @@ class Predictions:
         return self.records[i]
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write ``path,label,prob_<class>...`` rows (atomic)."""
+        """Write ``path,label,prob_<class>...,error`` rows (atomic).
+
+        Skipped files get a row too, with an empty label and probabilities and
+        the reason in ``error``, so that the CSV accounts for every input file.
+        """
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["path", "label", *[f"prob_{c}" for c in self.classes]])
+        w.writerow(["path", "label", *[f"prob_{c}" for c in self.classes], "error"])
         for r in self.records:
-            w.writerow([r["path"], r["label"], *[f"{r['probabilities'][c]:.6f}" for c in self.classes]])
+            w.writerow([r["path"], r["label"], *[f"{r['probabilities'][c]:.6f}" for c in self.classes], ""])
+        for p, reason in self.skipped.items:
+            w.writerow([p, "", *["" for _ in self.classes], reason])
         return atomic_write_text(path, buf.getvalue())
 
 

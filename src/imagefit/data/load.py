@@ -72,7 +72,7 @@ def content_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def decode(data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode(data: bytes, draft_size: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode image bytes to an RGB image with EXIF orientation applied.
 
     Args:
@@ -80,11 +80,16 @@ def decode(data: bytes, draft_size: int | None = None, max_pixels: int = MAX_PIX
         draft_size: If given, let the JPEG decoder downscale by a power of two
             while keeping both sides at least this large (much faster, same
             result after the later resize).
-        max_pixels: Larger images are refused as decompression bombs.
+        max_pixels: Larger images are refused as decompression bombs
+            (default: the module's :data:`MAX_PIXELS`).
 
     Raises:
         BadImageError: with the reason, for anything that is not a readable image.
     """
+    # Read MAX_PIXELS at call time, not as a default argument frozen at import,
+    # so that setting imagefit.data.load.MAX_PIXELS takes effect.
+    if max_pixels is None:
+        max_pixels = MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -29,7 +29,7 @@ class Batch:
     """A batch of preprocessed images and where they came from."""
 
     indices: list[int]
-    arrays: np.ndarray
+    arrays: np.ndarray  # uint8 [N * views, H, W, 3]
     digests: list[str]
 
 
@@ -41,11 +41,8 @@ def default_workers() -> int:
 def _prepare(path: Path, pre: Preprocess, views: Sequence[str]) -> tuple[list[np.ndarray], str]:
     data = read_bytes(path)
     img = decode(data, draft_size=pre.resize_size)
-    base = pre.resize_crop(img)
-    arrays = []
-    for view in views:
-        v = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view == "flip" else base
-        arrays.append(pre.normalize(v))
+    base = pre.pixels(img)
+    arrays = [np.ascontiguousarray(base[:, ::-1]) if view == "flip" else base for view in views]
     return arrays, content_digest(data)
 
 
@@ -59,7 +56,7 @@ def iter_batches(
     workers: int | None = None,
     keep: Callable[[int], bool] | None = None,
 ) -> Iterator[Batch]:
-    """Yield batches of eval-preprocessed images in path order.
+    """Yield batches of eval-preprocessed uint8 NHWC images in path order.
 
     Unreadable files are recorded in ``skipped`` and left out of the batches.
 

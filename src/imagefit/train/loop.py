@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 from torch import nn
 
 from ..errors import ArtifactError, ImagefitError
@@ -212,10 +213,9 @@ class Trainer:
         }
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         # Weights first, metadata last: metadata naming an epoch means its weights are on disk.
-        tmp = self.checkpoint_dir / f"{self.phase}.safetensors.part"
-        save_file(tensors, str(tmp))
-        atomic_write_bytes(self.checkpoint_dir / f"{self.phase}.safetensors", tmp.read_bytes())
-        tmp.unlink()
+        # Serialized in memory and written through atomic_write_bytes: a fixed-name
+        # ".part" file written in place was left behind by a kill mid-write.
+        atomic_write_bytes(self.checkpoint_dir / f"{self.phase}.safetensors", save_tensors(tensors))
         atomic_write_json(self.checkpoint_dir / f"{self.phase}.json", meta)
 
     def load_checkpoint(self) -> int:
@@ -236,21 +236,25 @@ class Trainer:
             self.module.load_state_dict(model_state)
         except RuntimeError as exc:
             raise ArtifactError(f"checkpoint in {self.checkpoint_dir} does not fit this model: {str(exc).splitlines()[0]}") from None
-        opt_meta = meta["optimizer"]
-        state: dict[int, dict[str, Any]] = {}
-        for pid, entries in opt_meta["state"].items():
-            state[int(pid)] = {
-                name: (tensors[f"optim.{pid}.{name}"] if val == "tensor" else val) for name, val in entries.items()
-            }
-        self.optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
-        for i, (cb, st) in enumerate(zip(self.callbacks, meta["callbacks"])):
-            cb.load_state_dict(_unfinite(st))
-            if st.get("has_best_state"):
-                prefix = f"cb{i}.best."
-                cb.best_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # type: ignore[attr-defined]
-        self.history = list(meta.get("history", []))
-        self.stop_training = bool(meta.get("stop_training", False))
-        return int(meta["epochs_done"])
+        # A damaged or hand-edited checkpoint JSON must give a clear error, not a KeyError.
+        try:
+            opt_meta = meta["optimizer"]
+            state: dict[int, dict[str, Any]] = {}
+            for pid, entries in opt_meta["state"].items():
+                state[int(pid)] = {
+                    name: (tensors[f"optim.{pid}.{name}"] if val == "tensor" else val) for name, val in entries.items()
+                }
+            self.optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
+            for i, (cb, st) in enumerate(zip(self.callbacks, meta["callbacks"])):
+                cb.load_state_dict(_unfinite(st))
+                if st.get("has_best_state"):
+                    prefix = f"cb{i}.best."
+                    cb.best_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # type: ignore[attr-defined]
+            self.history = list(meta.get("history", []))
+            self.stop_training = bool(meta.get("stop_training", False))
+            return int(meta["epochs_done"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise ArtifactError(f"checkpoint in {self.checkpoint_dir} is damaged ({type(exc).__name__}: {exc}); delete it to start over") from None
 
 
 def _predict(logits: torch.Tensor) -> torch.Tensor:

@@ -29,21 +29,22 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from ..artifacts import META_FILE, save_run, versions
+from ..calibrate import expected_calibration_error, fit_temperature, scaled_probs, summary_from_probs
 from ..config import RunConfig
 from ..data.discover import ImageSet, discover
 from ..data.load import SkipLog
 from ..data.loader import TrainImages, collate_skip
 from ..data.split import stratified_split
 from ..data.transforms import Preprocess
-from ..engine import Engine, model_key, resolve_device
-from ..errors import ConfigError, DataError, OutputError
+from ..engine import Engine, PixelModel, model_key, resolve_device
+from ..errors import ArtifactError, ConfigError, DataError, OutputError
 from ..evaluate import compute_metrics
 from ..features import FeatureCache, extract
-from ..models.heads import Head, ImageClassifier, probabilities
+from ..models.heads import Head, ImageClassifier
 from ..models.registry import BackboneSpec, count_unfrozen, create_backbone, get_spec, state_digest, trainable_units
 from ..paths import atomic_write_bytes, atomic_write_json
 from ..ui import UI
-from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
+from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, MonitorCallback, ReduceLROnPlateau
 from .loop import Trainer, epoch_seed, make_optimizer, shuffled_batches
 
 CHECKPOINT_DIR = "checkpoint"
@@ -164,9 +165,13 @@ def fit(data: str | Path, val: str | Path | None, out: str | Path | None, config
     if resume:
         if not state_file.is_file():
             raise ConfigError(f"--resume: no resumable run in {out_path} (missing {CHECKPOINT_DIR}/{STATE_FILE})")
-        saved = json.loads(state_file.read_text())
-        config = RunConfig.from_dict(saved["config"])
-        data, val = saved["data"], saved["val"]
+        # A damaged state file gives a clear error, not a JSONDecodeError/KeyError traceback.
+        try:
+            saved = json.loads(state_file.read_text(encoding="utf-8"))
+            config = RunConfig.from_dict(saved["config"])
+            data, val = saved["data"], saved["val"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"--resume: {state_file} is damaged ({type(exc).__name__}: {exc}); start a new run") from None
         ui.info(f"resuming {out_path}")
     elif (out_path / META_FILE).exists() or state_file.exists():
         raise OutputError(f"{out_path} already holds a run; choose another --out, or add --resume to continue it")
@@ -195,7 +200,7 @@ def fit(data: str | Path, val: str | Path | None, out: str | Path | None, config
 
     if t.strategy in ("linear", "finetune"):
         digest = state_digest(backbone)
-        eng = Engine(backbone, pre.input_size, model_key(spec.name, digest), engine, device)
+        eng = Engine(backbone, pre, model_key(spec.name, digest), engine, device)
         cache = FeatureCache(f"{digest}-{pre.key()}")
         views = ("orig", "flip") if config.data.augment != "none" else ("orig",)
         with ui.task("features (train)", len(train_set)) as adv:
@@ -242,23 +247,42 @@ def fit(data: str | Path, val: str | Path | None, out: str | Path | None, config
     if t.strategy == "linear" and val_logits_fn is not None:
         head.eval()
         with torch.inference_mode():
-            probs = probabilities(head(xva)).numpy()
+            val_logits = head(xva).float().numpy()
         y_val = yva.numpy()
     else:
-        eng = Engine(backbone, pre.input_size, model_key(spec.name, digest), engine, device)
-        fva = extract(val_set.paths, eng, pre, SkipLog(), cache=FeatureCache(f"{digest}-{pre.key()}"))
+        eng = Engine(backbone, pre, model_key(spec.name, digest), engine, device)
+        val_skipped = SkipLog()
+        fva = extract(val_set.paths, eng, pre, val_skipped, cache=FeatureCache(f"{digest}-{pre.key()}"))
+        # With --strategy full no earlier pass listed the unreadable validation
+        # files (validate() keeps no log); add them, without duplicates.
+        ph.skipped.extend(val_skipped)
         head.eval()
         with torch.inference_mode():
-            probs = probabilities(head(torch.from_numpy(fva.values[:, 0]))).numpy()
+            val_logits = head(torch.from_numpy(fva.values[:, 0])).float().numpy()
         y_val = np.asarray(val_set.labels)[fva.indices]
+    val_paths = [val_set.paths[int(i)] for i in fva.indices]
+    # Temperature scaling on the validation logits: the saved model predicts
+    # with T, so accuracy/log_loss below are the calibrated model's values
+    # (accuracy is unchanged by T; the log loss is the one users will get).
+    # T is fitted on this same set, so its log loss is slightly optimistic;
+    # the before/after figures are kept under metrics["calibration"].
+    temperature = fit_temperature(val_logits, y_val)
+    probs_uncal = scaled_probs(val_logits, 1.0)
+    probs = scaled_probs(val_logits, temperature)
     counts = train_set.counts()
     metrics = compute_metrics(y_val, probs, train_set.classes, counts)
+    metrics["ece"] = expected_calibration_error(probs, y_val)
+    metrics["calibration"] = summary_from_probs(probs_uncal, probs, y_val, temperature)
+    ui.info(
+        f"calibration: temperature {temperature:.3f}, validation log loss {metrics['calibration']['log_loss_before']:.4f} -> "
+        f"{metrics['calibration']['log_loss_after']:.4f}, ECE {metrics['calibration']['ece_before']:.4f} -> {metrics['calibration']['ece_after']:.4f}"
+    )
     meta = {
         "classes": train_set.classes,
         "backbone": {"name": spec.name, "architecture": spec.architecture, "num_features": spec.num_features, "digest": digest, "weights": spec.weights},
         "preprocess": pre.to_dict(),
         "head": {"hidden": hidden, "dropout": dropout, "out_features": head.out_features},
-        "temperature": 1.0,
+        "temperature": float(temperature),
         "config": config.to_dict(),
         "train_counts": counts,
         "data": {"train": str(data), "val": None if val is None else str(val), "n_train": len(train_set), "n_val": len(val_set)},
@@ -274,7 +298,24 @@ def fit(data: str | Path, val: str | Path | None, out: str | Path | None, config
         for p, r in ph.skipped.items:
             ui.info(f"  {p}: {r}")
     history = list(ph.csv.rows)
+    _write_report(out_path, meta, metrics, history, val_paths, y_val, probs_uncal, probs, ui)
     return Run(out_path, metrics, history, config, ph.skipped, time.time() - start)
+
+
+def _write_report(out: Path, meta: dict[str, Any], metrics: dict[str, Any], history: list[dict[str, Any]], paths: list[Path], y: np.ndarray, probs_uncal: np.ndarray, probs: np.ndarray, ui: UI) -> None:
+    """``report.html`` + PNGs in the run folder.
+
+    The model is already saved: a report that fails (a full disk, a broken
+    font cache) is reported as a warning and never loses the trained run.
+    """
+    from ..report import write_run_report
+
+    try:
+        path = write_run_report(out, meta, metrics, history, paths, y, probs_uncal, probs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        ui.info(f"[yellow]warning: report not written: {exc}[/]")
+        return
+    ui.info(f"report: {path}")
 
 
 def _val_logs(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -310,7 +351,8 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
                 p.requires_grad_(True)
                 bb_params.append(p)
     ph.ui.info(f"{'training' if unfreeze_all else 'fine-tuning'} {n_unfrozen}/{len(units)} backbone blocks on images")
-    head_scale = 1.0 if unfreeze_all else 10.0
+    # The head is already trained when fine-tuning: the same low rate keeps it from drifting.
+    head_scale = 1.0
     groups = [{"params": bb_params, "lr_scale": 1.0}, {"params": list(head.parameters()), "lr_scale": head_scale}]
     optimizer = make_optimizer(t.optimizer, groups, t.resolved_lr, t.weight_decay)
     augment = config.data.augment if config.data.augment != "none" or t.strategy == "full" else "light"
@@ -342,6 +384,9 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
     val_ds_paths = ph.val_set.paths
     val_labels = np.asarray(ph.val_set.labels)
 
+    # Validation images arrive as uint8 NHWC; the wrapper normalizes on the device.
+    pixel_classifier = PixelModel(classifier, val_pre.mean, val_pre.std).to(dev)
+
     def validate() -> dict[str, float]:
         classifier.eval()
         logits_all, ys = [], []
@@ -349,12 +394,12 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
 
         with torch.inference_mode():
             for b in iter_batches(val_ds_paths, val_pre, 32, SkipLog()):
-                x = torch.from_numpy(b.arrays).to(dev).contiguous(memory_format=torch.channels_last)
+                x = torch.from_numpy(b.arrays).to(dev, non_blocking=True)
                 if dev.type == "cuda":
                     with torch.autocast("cuda", dtype=torch.bfloat16):
-                        logits_all.append(classifier(x).float().cpu())
+                        logits_all.append(pixel_classifier(x).float().cpu())
                 else:
-                    logits_all.append(classifier(x).float().cpu())
+                    logits_all.append(pixel_classifier(x).float().cpu())
                 ys.append(torch.from_numpy(val_labels[b.indices]))
         return _val_logs(torch.cat(logits_all), torch.cat(ys))
 
@@ -375,6 +420,16 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
         autocast="cuda" if dev.type == "cuda" else None,
     )
     done = trainer.load_checkpoint() if resume else 0
+    if done == 0 and not unfreeze_all:
+        # Start every monitor from the head-only model (Keras' initial_value_threshold): fine-tuning
+        # keeps new backbone weights only if they beat it, so it never ends worse than `linear`.
+        start_logs = validate()
+        for cb in trainer.callbacks:
+            if isinstance(cb, MonitorCallback) and cb.monitor in start_logs:
+                cb.best = start_logs[cb.monitor]
+            if isinstance(cb, EarlyStopping):
+                cb.best_state = trainer.snapshot()
+        ph.ui.info(f"before fine-tuning: {t.monitor} {start_logs.get(t.monitor, float('nan')):.4f}")
     history = trainer.fit(batches, validate, t.resolved_epochs, start_epoch=done)
     classifier.to("cpu", memory_format=torch.contiguous_format)
     if unfreeze_all and seen:

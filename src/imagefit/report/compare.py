@@ -1,0 +1,130 @@
+"""``imagefit compare``: several runs' validation metrics side by side."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..artifacts import read_meta
+from ..errors import ConfigError
+from ..paths import atomic_write_text
+from . import plots
+from .html import REPORT_FILE, Figures, esc, page, table
+
+COLUMNS = ("name", "model", "strategy", "accuracy", "log_loss", "log_loss_uncalibrated", "ece", "temperature", "roc_auc", "seconds", "n_train", "n_val")
+
+
+def summarize(run: str | Path) -> dict[str, Any]:
+    """One run's headline figures from its ``imagefit.json``.
+
+    Raises:
+        ArtifactError: if ``run`` is not a readable run folder.
+    """
+    folder = Path(run)
+    meta = read_meta(folder)
+    m = (meta.get("metrics") or {}).get("val") or {}
+    cal = m.get("calibration") or {}
+    cfg = meta.get("config") or {}
+    data = meta.get("data") or {}
+    base = m.get("baseline") or {}
+    return {
+        "name": folder.name,
+        "path": str(folder),
+        "model": meta["backbone"]["name"],
+        "strategy": (cfg.get("train") or {}).get("strategy", "?"),
+        "accuracy": m.get("accuracy"),
+        "log_loss": m.get("log_loss"),
+        "log_loss_uncalibrated": cal.get("log_loss_before"),
+        "ece": m.get("ece"),
+        "temperature": meta.get("temperature", 1.0),
+        "roc_auc": m.get("roc_auc"),
+        "seconds": meta.get("seconds"),
+        "n_train": data.get("n_train"),
+        "n_val": data.get("n_val"),
+        "val_data": data.get("val") or data.get("train"),
+        "baseline_accuracy": base.get("accuracy"),
+        "baseline_log_loss": base.get("log_loss"),
+    }
+
+
+def compare(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Summaries of ``runs`` in the given order; names made unique with their parent folder.
+
+    Raises:
+        ConfigError: if no run is given.
+        ArtifactError: if one is not a run folder.
+    """
+    if not runs:
+        raise ConfigError("compare needs at least one run folder; received none")
+    rows = [summarize(r) for r in runs]
+    names = [r["name"] for r in rows]
+    for r in rows:
+        if names.count(r["name"]) > 1:
+            r["name"] = f"{Path(r['path']).parent.name}/{r['name']}"
+    return rows
+
+
+def comparable_note(rows: Sequence[dict[str, Any]]) -> str | None:
+    """A warning when runs were validated on different data (their metrics then do not compare)."""
+    vals = {(str(r.get("val_data")), r.get("n_val")) for r in rows}
+    if len(vals) > 1:
+        return "runs were validated on different data: compare their metrics with care"
+    return None
+
+
+def _cell(v: Any, key: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "-"
+        return f"{v:.1f}" if key == "seconds" else f"{v:.3f}" if key == "temperature" else f"{v:.4f}"
+    return str(v)
+
+
+def rich_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """The comparison as a rich table; the lowest log loss in bold green."""
+    t = Table(*[c.replace("_", " ") for c in COLUMNS], title="validation metrics (model = calibrated)")
+    losses = [r["log_loss"] for r in rows if isinstance(r.get("log_loss"), (int, float))]
+    best = min(losses) if losses else None
+    for r in rows:
+        style = "bold green" if best is not None and r.get("log_loss") == best and len(rows) > 1 else None
+        t.add_row(*[_cell(r.get(c), c) for c in COLUMNS], style=style)
+    return t
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison as CSV text."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*COLUMNS, "baseline_accuracy", "baseline_log_loss", "path"], extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_compare_report(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
+    """Write ``compare.png``, ``compare.csv`` and ``report.html`` into ``out``; returns the report's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = Figures(out)
+    atomic_write_text(out / "compare.csv", to_csv(rows))
+    body = [
+        "<h2>Metrics</h2>",
+        table([c.replace("_", " ") for c in COLUMNS], [[r.get(c) for c in COLUMNS] for r in rows]),
+        "<p class=\"note\">Validation figures stored in each run; log loss and accuracy are the calibrated model's "
+        "(what <code>predict</code> returns), <i>log loss uncalibrated</i> is before temperature scaling.</p>",
+    ]
+    base = next((r for r in rows if r.get("baseline_log_loss") is not None), None)
+    if base:
+        body.append(f"<p class=\"note\">Dummy baseline (first run with one): accuracy {base['baseline_accuracy']:.4f}, log loss {base['baseline_log_loss']:.4f}.</p>")
+    note = comparable_note(rows)
+    if note:
+        body.append(f"<p class=\"bad\">{esc(note)}</p>")
+    body += ["<h2>Plot</h2>", figs.add("compare", plots.compare_plot(rows), "accuracy and log loss per run")]
+    return atomic_write_text(out / REPORT_FILE, page(f"imagefit: {len(rows)} runs compared", f"written to <code>{esc(out)}</code>", body))
