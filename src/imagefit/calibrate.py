@@ -5,10 +5,18 @@ fitted on validation data to minimise the negative log likelihood. It never
 changes which class wins, so accuracy is untouched; only the confidence moves.
 A network trained to a low training loss is usually over-confident (``T > 1``).
 
-The fit is a golden-section search over ``log T``: the NLL is convex in
-``1/T`` (a log-sum-exp of linear functions minus a linear one), hence
-unimodal in ``log T``, so the search finds the global minimum without scipy,
-deterministically, in about 60 evaluations.
+The fit searches ``log T`` without scipy, deterministically: a scan of 81
+points between the bounds, then a golden-section search between the best
+point's neighbours. The NLL alone is unimodal in ``log T`` (convex in
+``1/T``); the scan keeps the search global once the prior below is added.
+
+A weak prior keeps T near 1 unless the data say otherwise: the fit maximises
+``N * log-likelihood - (log T)^2 / (2 * 0.5^2)`` (``log T ~ Normal(0, 0.5)``,
+i.e. T within [0.37, 2.7] a priori). Without it, a small validation set with
+no mistake (the bundled sample: 24 of 24 right) is separable, and the NLL
+falls forever as ``T -> 0``: the model would claim a certainty that 24 photos
+cannot support. On cats_and_dogs_filtered's 1000 validation photos the prior
+moves T from 0.695 to 0.729 and the log loss by 0.00003.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ N_BINS = 15
 # T outside this range means the validation set is too small or separable:
 # the fit would only memorise it, so the search stops at the edge.
 T_MIN, T_MAX = 0.05, 20.0
+PRIOR_SD = 0.5  # of log T; see the module docstring
 
 
 def _as_logits(logits: np.ndarray) -> np.ndarray:
@@ -70,8 +79,17 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
     return float(-lp[np.arange(len(y)), y].mean())
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, t_min: float = T_MIN, t_max: float = T_MAX, tol: float = 1e-5) -> float:
-    """The temperature minimising the validation NLL (golden-section search on ``log T``).
+def calibration_objective(logits: np.ndarray, labels: np.ndarray, temperature: float, prior_sd: float | None = PRIOR_SD) -> float:
+    """What :func:`fit_temperature` minimises: mean NLL plus the prior's ``(log T)^2 / (2 sd^2 N)``."""
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) == 0:
+        return float("nan")
+    penalty = 0.0 if prior_sd is None else math.log(temperature) ** 2 / (2 * prior_sd**2 * len(y))
+    return nll(logits, y, temperature) + penalty
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, t_min: float = T_MIN, t_max: float = T_MAX, tol: float = 1e-5, prior_sd: float | None = PRIOR_SD) -> float:
+    """The temperature minimising the validation NLL under a weak prior that T is near 1.
 
     Args:
         logits: Validation logits, ``[N]``, ``[N, 1]`` or ``[N, C]``.
@@ -79,6 +97,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, t_min: float = T_
         t_min: Smallest temperature considered.
         t_max: Largest temperature considered.
         tol: Stop when the bracket on ``log T`` is narrower than this.
+        prior_sd: Standard deviation of the normal prior on ``log T`` (see
+            the module docstring); None fits the plain maximum likelihood.
 
     Returns:
         ``T`` in ``[t_min, t_max]``; 1.0 for an empty set.
@@ -91,12 +111,16 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, t_min: float = T_
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0:
         return 1.0
+    if prior_sd is not None and not prior_sd > 0:
+        raise invalid("prior_sd", prior_sd, "a positive number or None")
     z = _as_logits(logits)
 
     def f(u: float) -> float:
-        return nll(z, y, math.exp(u))
+        return calibration_objective(z, y, math.exp(u), prior_sd)
 
-    a, b = math.log(t_min), math.log(t_max)
+    grid = np.linspace(math.log(t_min), math.log(t_max), 81)
+    k = int(np.argmin([f(float(u)) for u in grid]))
+    a, b = float(grid[max(k - 1, 0)]), float(grid[min(k + 1, len(grid) - 1)])
     g = (math.sqrt(5) - 1) / 2
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = f(c), f(d)

@@ -7,6 +7,7 @@ line on stderr and a non-zero exit (2 for usage, 130 for Ctrl-C).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from enum import Enum
@@ -70,6 +71,8 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<model>-<strategy>-<time>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     workers: Annotated[int, typer.Option(help="Decoding workers (0: automatic).")] = 0,
+    loader: Annotated[str, typer.Option(help="finetune/full image decoding: auto (GPU nvjpeg on CUDA, else Pillow), pillow, device.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Train a classifier; writes model.safetensors, imagefit.json and history.csv to a run folder."""
     import imagefit
@@ -85,10 +88,12 @@ def train(
         val_split=val_split, model=model, strategy=strategy.value, img_size=img_size, augment=augment.value,
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, weight_decay=weight_decay,
         unfreeze=unfreeze, hidden=hidden, dropout=dropout, class_weights=class_weights, patience=patience,
-        seed=seed, labels_from_filename=labels_from_filename, pretrained=pretrained, workers=workers,
+        seed=seed, labels_from_filename=labels_from_filename, pretrained=pretrained, workers=workers, loader=loader, device=device,
     )
     from .evaluate import summary_line
 
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     console.print(f"validation: {summary_line(run.metrics)}")
     console.print(f"run folder: {run.path}  ({run.seconds:.1f} s)")
 
@@ -98,39 +103,95 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     data: Annotated[Path, typer.Argument(help="Labeled data (any layout).")],
     tta: Annotated[bool, typer.Option("--tta", help="Average with the mirror image.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Metrics JSON (default RUN/eval-<time>.json).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Metrics JSON (default RUN/eval-<time>.json); report.html and its PNGs go to the folder of the same name without .json.")] = None,
     labels_from_filename: Annotated[bool, typer.Option("--labels-from-filename")] = False,
 ) -> None:
-    """Evaluate a trained model on labeled data; prints and saves the metrics as JSON."""
+    """Evaluate a trained model on labeled data; prints and saves the metrics as JSON, writes report.html."""
     import imagefit
 
     from .evaluate import summary_line
     from .paths import atomic_write_json
+    from .report import write_eval_report
 
     model = imagefit.load(run)
-    metrics = model.evaluate(data, tta=tta, progress=True, labels_from_filename=labels_from_filename)
+    # An unwritable --out (or run folder) fails now, not after the whole evaluation.
+    _check_dest(out or run / "eval.json")
+    ev = model.evaluate_details(data, tta=tta, progress=True, labels_from_filename=labels_from_filename)
+    metrics = ev.metrics
     path = out or (run / f"eval-{time.strftime('%Y%m%d-%H%M%S')}.json")
     atomic_write_json(path, metrics)
+    report = write_eval_report(path.with_suffix("") if path.suffix else path.with_name(path.name + "-report"), model.meta, ev, run)
     console.print(summary_line(metrics))
+    cal = metrics["calibration"]
+    console.print(
+        f"calibration: T {cal['temperature']:.3f}; log loss {cal['log_loss_before']:.4f} uncalibrated -> {cal['log_loss_after']:.4f}; "
+        f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
+    )
     _print_skipped(metrics["skipped"])
     console.print(f"metrics: {path}")
+    console.print(f"report: {report}")
 
 
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (recursive).")],
-    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
+    out: Annotated[Optional[Path], typer.Option(help="CSV to write (default predictions.csv, or submission.csv with --kaggle).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average with the mirror image.")] = False,
+    clip: Annotated[float, typer.Option(
+        help="Clip probabilities to [CLIP, 1-CLIP], e.g. 0.005: caps the log loss of a confident mistake at -log(CLIP). "
+        "A blunt tool next to the temperature scaling every model already has: it costs a little on every confident right answer.",
+    )] = 0.0,
+    kaggle: Annotated[bool, typer.Option("--kaggle", help="Write a Kaggle submission: id,label rows sorted by the numeric id of 1.jpg-style names, label = probability of the second class.")] = False,
 ) -> None:
-    """Predict images; writes path, label and one probability column per class."""
+    """Predict images; writes path, label and one (calibrated) probability column per class."""
+    import numpy as np
+
     import imagefit
 
     model = imagefit.load(run)
+    # An unwritable --out fails now, not after every photo has been predicted.
+    _check_dest(out or Path("submission.csv" if kaggle else "predictions.csv"))
     preds = model.predict(paths, tta=tta, progress=True)
-    preds.to_csv(out)
+    if clip:
+        preds = _clipped(preds, clip)
+    if kaggle:
+        from .kaggle import write_submission
+
+        dest = out or Path("submission.csv")
+        probs = preds.probs if preds.probs is not None else np.zeros((0, len(model.classes)))
+        missing = [Path(s["path"]) for s in preds.skipped.as_list()]
+        write_submission(dest, [Path(r["path"]) for r in preds.records], probs, model.classes, missing)
+        _print_skipped(preds.skipped.as_list())
+        if missing:
+            console.print(f"[yellow]{len(missing)} unreadable photo(s) got the uniform probability so that every id has a row[/]")
+        what = f"label = P({model.classes[1]})" if len(model.classes) == 2 else "one probability column per class"
+        console.print(f"{len(preds) + len(missing)} rows ({what}) -> {dest}")
+        return
+    dest = out or Path("predictions.csv")
+    preds.to_csv(dest)
     _print_skipped(preds.skipped.as_list())
-    console.print(f"{len(preds)} predictions -> {out}")
+    console.print(f"{len(preds)} predictions -> {dest}")
+
+
+def _check_dest(path: Path) -> None:
+    """Raise OutputError now if ``path``'s folder cannot be written or its disk is full."""
+    from .train.run import check_writable
+
+    check_writable(path.parent, need_bytes=16 * 2**20)
+
+
+def _clipped(preds, low: float):  # type: ignore[no-untyped-def]
+    """Predictions with probabilities clipped to [low, 1-low] (see --clip)."""
+    import numpy as np
+
+    from .calibrate import clip_probabilities
+    from .predict import Predictions, make_records
+
+    probs = clip_probabilities(preds.probs if preds.probs is not None else np.zeros((0, len(preds.classes))), low)
+    paths = [Path(r["path"]) for r in preds.records]
+    records = make_records(paths, np.arange(len(paths)), probs, preds.classes)
+    return Predictions(records, preds.classes, preds.skipped, preds.indices, probs)
 
 
 @app.command("inspect")
@@ -138,11 +199,14 @@ def inspect_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder or CSV.")],
     labels_from_filename: Annotated[bool, typer.Option("--labels-from-filename")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write an HTML report here, with a grid of sample photos per class (PNG beside it).")] = None,
 ) -> None:
     """Class counts, imbalance ratio, unreadable files and image size range."""
     from .inspect import inspect_data
 
     rep = inspect_data(data, labels_from_filename=labels_from_filename)
+    if report is not None:
+        _inspect_report(data, rep, report, labels_from_filename)
     if as_json:
         _out(rep)
         return
@@ -191,11 +255,152 @@ def demo(
     console.print(f"written: {run.path}/ model.safetensors, imagefit.json, history.csv, metrics.json; predictions {csv_path}")
 
 
+def _inspect_report(data: Path, rep: dict, path: Path, labels_from_filename: bool, per_class: int = 6) -> None:
+    """Write inspect's HTML report: a few photos per class of the training split."""
+    import random
+
+    from .data.discover import discover
+    from .report import write_inspect_report
+
+    found = discover(data, labels_from_filename=labels_from_filename)
+    train = found.train
+    rng = random.Random(0)  # the same photos every time, so reports can be compared
+    samples = {}
+    for k, c in enumerate(train.classes):
+        ps = [p for p, y in zip(train.paths, train.labels) if y == k]
+        samples[c] = sorted(rng.sample(ps, min(per_class, len(ps))))
+    written = write_inspect_report(path, rep, samples)
+    console.print(f"report: {written}")
+
+
+@app.command()
+def interpret(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    data: Annotated[Optional[Path], typer.Argument(help="Labeled data, found as `train` finds it (default: the run's own training data).")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Separate validation data.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN/interpret-<time>).")] = None,
+    top: Annotated[int, typer.Option(help="How many top losses to list and show.")] = 16,
+    folds: Annotated[int, typer.Option(help="k of the k-fold out-of-fold predictions on the training photos.")] = 5,
+    low: Annotated[float, typer.Option(help="Flag a training photo when its label's out-of-fold probability is below this...")] = 0.2,
+    high: Annotated[float, typer.Option(help="...and another class's probability is at least this.")] = 0.7,
+    tta: Annotated[bool, typer.Option("--tta", help="Average validation predictions with the mirror image.")] = False,
+) -> None:
+    """Top losses, most confused class pairs, and likely-mislabeled training photos (CSV files + report.html)."""
+    from .interpret import interpret as run_interpret
+
+    res = run_interpret(run, data, val=val, out=out, top=top, folds=folds, low=low, high=high, tta=tta, progress=True)
+    m = res.metrics
+    console.print(f"validation: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f} on {m['n_images']} photos")
+    table = Table("photo", "true", "predicted", "p", "loss", title=f"top {min(5, len(res.top_losses))} losses")
+    for r in res.top_losses[:5]:
+        table.add_row(Path(r["path"]).name, r["label"], r["predicted"], f"{r['p_predicted']:.3f}", f"{r['loss']:.2f}", style="red" if r["wrong"] else None)
+    console.print(table)
+    if res.confused:
+        console.print("most confused: " + "; ".join(f"{p['label']} -> {p['predicted']} ({p['count']})" for p in res.confused[:5]))
+    o = res.oof
+    if o["folds"]:
+        console.print(f"training photos: {o['n_flagged']} of {o['n_train']} flagged as likely mislabeled ({o['folds']}-fold out-of-fold accuracy {o['accuracy']:.4f})")
+        for r in res.suspects[:10]:
+            console.print(f"  {r['path']}: given {r['label']} ({r['p_label']:.3f}), looks {r['suggested']} ({r['p_suggested']:.3f})")
+    else:
+        console.print("[yellow]training photos: too few per class for k-fold; no mislabel check[/]")
+    console.print(f"report: {res.report}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.png, compare.csv and report.html (default compare-<time>).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")] = False,
+) -> None:
+    """Compare runs' validation metrics: accuracy, log loss, model, strategy, seconds."""
+    from .report.compare import comparable_note, compare as compare_runs, rich_table, write_compare_report
+
+    rows = compare_runs(runs)
+    report = write_compare_report(rows, out or Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}"))
+    if as_json:
+        _out(rows)
+    else:
+        console.print(rich_table(rows))
+    note = comparable_note(rows)
+    if note:
+        console.print(f"[yellow]{note}[/]")
+    console.print(f"report: {report}")
+
+
+@app.command("kaggle-prep")
+def kaggle_prep(
+    train_dir: Annotated[Path, typer.Argument(help="Flat Kaggle folder of cat.0.jpg, dog.1.jpg ...")],
+    out: Annotated[Optional[Path], typer.Option(help="Where the class folders go (default TRAIN_DIR-by-class).")] = None,
+    undo: Annotated[bool, typer.Option("--undo", help="Remove what an earlier kaggle-prep made (from its manifest).")] = False,
+) -> None:
+    """Organise a flat Kaggle folder into class folders of links (symbolic, else hard); nothing is copied."""
+    from .kaggle import prep, undo as undo_prep
+
+    if undo:
+        res = undo_prep(train_dir, out)
+        console.print(f"removed {sum(res.counts.values())} link(s) from {res.out}: " + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
+        if res.ignored:
+            console.print(f"[yellow]kept {len(res.ignored)} file(s) that are not links made by kaggle-prep, e.g. {res.ignored[0]}[/]")
+        return
+    res = prep(train_dir, out)
+    console.print(f"{res.out}: " + ", ".join(f"{k}/ {v} photos" for k, v in res.counts.items()) + f" ({res.method}s to {res.source}, nothing copied)")
+    if res.ignored:
+        console.print(f"[yellow]ignored {len(res.ignored)} file(s) without a label in the name, e.g. {res.ignored[0].name}[/]")
+    console.print(f"manifest: {res.manifest} (undo with: imagefit kaggle-prep {train_dir}{f' --out {out}' if out else ''} --undo)")
+    console.print(f"train with: imagefit train {res.out}")
+
+
+@app.command()
+def score(
+    submission: Annotated[Path, typer.Argument(help="Submission CSV: id,label (probability of class 1).")],
+    solution: Annotated[Path, typer.Argument(help="Solution CSV: id,label (0 or 1).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Log loss (clipped at 1e-15, as Kaggle) and accuracy of a submission against a solution."""
+    from .kaggle import score as score_submission
+
+    res = score_submission(submission, solution)
+    if as_json:
+        _out(res)
+        return
+    typer.echo(f"log loss {res['log_loss']:.5f}  accuracy {res['accuracy']:.4f}  ({res['n']} rows)")
+
+
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes, each with its own model copy (1 is best on 2 cores).")] = 1,
+    batch_window_ms: Annotated[float, typer.Option(help="Micro-batching wait window in ms (0: no batching).")] = 5.0,
+    max_batch: Annotated[int, typer.Option(help="Most images per model call (4-8 is fastest on 2 cores; see BENCHMARKS.md).")] = 8,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body in MiB (413).")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest image in pixels, width x height (413).")] = 64_000_000,
+    max_files: Annotated[int, typer.Option(help="Most images per request (413).")] = 32,
+    timeout_s: Annotated[float, typer.Option(help="Longest time to answer a request (504).")] = 30.0,
+) -> None:
+    """Serve a model over HTTP: a photo page at /, POST /predict, GET /health and /model, API docs at /docs."""
+    try:
+        from .serve.app import ServeSettings
+        from .serve.app import serve as run_server
+    except ImportError as exc:
+        raise ImagefitError(f"serving needs the serve extra: pip install 'imagefit[serve]' ({exc})") from None
+
+    settings = ServeSettings(
+        str(run), max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
+        batch_window_ms=batch_window_ms, max_batch=max_batch, timeout_s=timeout_s,
+    )
+    run_server(settings, host=host, port=port, workers=workers)
+
+
 def _print_skipped(items: list[dict[str, str]], indent: str = "") -> None:
     if items:
         console.print(f"{indent}[yellow]skipped {len(items)} unreadable file(s):[/]")
+        from .ui import plain
+
         for it in items:
-            console.print(f"{indent}  {it['path']}: {it['reason']}")
+            console.print(f"{indent}  {plain(it['path'])}: {plain(it['reason'])}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,7 +419,10 @@ def main(argv: list[str] | None = None) -> None:
             print("error: interrupted", file=sys.stderr)
             sys.exit(130)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            print(f"error: {exc.format_message()}", file=sys.stderr)
+            # `imagefit` alone prints the help and raises a usage error with no message: no bare "error:" line.
+            message = exc.format_message()
+            if message:
+                print(f"error: {message}", file=sys.stderr)
             sys.exit(int(exc.exit_code) or 2)
         raise
     sys.exit(0)

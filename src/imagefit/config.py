@@ -16,6 +16,7 @@ from .errors import ConfigError, invalid
 AUGMENTS = ("none", "light", "heavy")
 STRATEGIES = ("linear", "finetune", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LOADERS = ("auto", "pillow", "device")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 
 
@@ -35,6 +36,7 @@ class DataConfig:
     augment: str = "none"
     img_size: int | None = None
     workers: int = 0
+    loader: str = "auto"
 
     def __post_init__(self) -> None:
         _check_range("val_split", self.val_split, 0.0, 0.9)
@@ -42,6 +44,8 @@ class DataConfig:
             raise invalid("augment", self.augment, AUGMENTS)
         if self.img_size is not None and not (32 <= int(self.img_size) <= 1024):
             raise invalid("img_size", self.img_size, "an integer from 32 to 1024")
+        if self.loader not in LOADERS:
+            raise invalid("loader", self.loader, LOADERS)
         if self.workers < 0:
             raise invalid("workers", self.workers, "0 (automatic) or a positive integer")
 
@@ -69,7 +73,7 @@ class TrainConfig:
 
     strategy: str = "linear"
     epochs: int | None = None
-    head_epochs: int = 30
+    head_epochs: int = 60
     batch_size: int | None = None
     lr: float | None = None
     optimizer: str = "adam"

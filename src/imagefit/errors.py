@@ -37,8 +37,12 @@ class ArtifactError(ImagefitError):
     """A run folder or model file is missing, malformed or untrusted."""
 
 
-class OutputError(ImagefitError):
-    """The output folder cannot be written."""
+class OutputError(ImagefitError, OSError):
+    """The output folder cannot be written.
+
+    Also an :class:`OSError`, so that code which tolerates a failed write
+    (``except OSError``) keeps doing so now that writes raise this.
+    """
 
 
 def invalid(name: str, received: object, allowed: Iterable[object] | str) -> ConfigError:

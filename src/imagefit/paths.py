@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputError
+
 
 def cache_root() -> Path:
     """``$IMAGEFIT_CACHE``, else ``$XDG_CACHE_HOME/imagefit``, else ``~/.cache/imagefit``."""
@@ -24,17 +26,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     A crash leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            # A full disk or read-only folder mid-run: one clear line from the CLI, not a traceback.
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
     return path
 

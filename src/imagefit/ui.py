@@ -12,6 +12,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True, highlight=False)
 
 
+def plain(text: object) -> str:
+    """``text`` safe to print: rich markup escaped, non-UTF-8 bytes as ``\\xff``.
+
+    File names come from users' folders: ``x[/].jpg`` would be a markup error
+    and ``b"\\xff.jpg"`` (held as a lone surrogate) an encoding error on a
+    strict stream; either would crash the listing of skipped files.
+    """
+    from rich.markup import escape
+
+    s = str(text)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return escape(s)
+
+
 class UI:
     """Where the library reports progress; ``enabled=False`` prints nothing."""
 

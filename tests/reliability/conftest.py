@@ -24,6 +24,7 @@ COLORS = {"red": (220, 40, 40), "green": (40, 200, 60)}
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # A non-UTF-8 file name (bytes 0xff): Python sees it as the surrogate-escaped "\udcff".
 NON_UTF8_NAME = os.fsdecode(b"odd-\xff-name.jpg")
+NON_UTF8_BAD_NAME = os.fsdecode(b"broken-\xfe-name.jpg")
 
 
 def noisy(color: tuple[int, int, int], size: tuple[int, int], seed: int) -> np.ndarray:
@@ -128,6 +129,12 @@ def build_bad_dataset(root: Path, n_good: int = 8) -> BadDataset:
     bad(green / "notes.txt", b"these are my notes, not a photo\n", "not an image")
     bad(green / "text.png", b"hello, I only look like a PNG\n", "not an image")
     bad(green / "bomb.png", bomb_png(), "decompression bomb")
+    bad(red / NON_UTF8_BAD_NAME, full[:300], "truncated")
+    # Rich markup in names: "[bold]" would vanish from the listing, and the path
+    # ".../sub[/]x.jpg" (folder "sub[", file "]x.jpg") would be a markup error.
+    bad(green / "[bold]markup.jpg", b"GIF89a broken", "not an image")
+    (green / "sub[").mkdir()
+    bad(green / "sub[" / "]x.jpg", b"", "empty")
     link = green / "broken_link.jpg"
     link.symlink_to(root / "does-not-exist.jpg")
     ds.bad[link] = "broken symlink"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int,
         main([str(a) for a in args])
     out, err = capsys.readouterr()
     return int(exc.value.code or 0), out, err
+
+
+def shown(p: Path) -> str:
+    """How the CLI prints a file name: non-UTF-8 bytes as \\xff escapes."""
+    return os.fsencode(p.parent.name + "/" + p.name).decode("utf-8", "backslashreplace")
 
 
 def in_folders(ds: BadDataset) -> dict[Path, str]:
@@ -144,7 +150,7 @@ def test_inspect_cli(bad_dataset: BadDataset, capsys: pytest.CaptureFixture[str]
     text = out + err
     assert f"skipped {len(bad_dataset.bad)} unreadable" in text
     for p in bad_dataset.bad:
-        assert p.name in text
+        assert shown(p) in text
 
 
 # -- train ------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def test_train_cli_prints_the_skipped_list(bad_dataset: BadDataset, tmp_path: Pa
     text = out + err
     assert f"skipped {len(bad_dataset.bad)} unreadable" in text
     for p in bad_dataset.bad:
-        assert p.name in text
+        assert shown(p) in text
 
 
 # -- evaluate ---------------------------------------------------------------------
@@ -204,7 +210,7 @@ def test_evaluate_cli(linear_run: imagefit.Run, bad_dataset: BadDataset, tmp_pat
     text = out + err
     assert f"skipped {len(bad_dataset.bad)} unreadable" in text
     for p in bad_dataset.bad:
-        assert p.name in text
+        assert shown(p) in text
     saved = json.loads(out_json.read_text())
     check_listed(as_map(saved["skipped"]), bad_dataset.bad)
     assert saved["n_images"] == len(bad_dataset.usable)
@@ -254,6 +260,19 @@ def test_predict_cli(full_run: imagefit.Run, bad_dataset: BadDataset, tmp_path: 
     text = out + err
     assert f"skipped {len(bad_dataset.bad)} unreadable" in text
     for p in bad_dataset.bad:
-        assert p.name in text
+        assert shown(p) in text
     assert f"{len(bad_dataset.usable)} predictions" in text
     check_csv(out_csv, bad_dataset.usable, bad_dataset.bad, ["green", "red"])
+
+
+def test_resumed_full_run_still_lists_bad_files(full_run: imagefit.Run, bad_dataset: BadDataset, tmp_path: Path) -> None:
+    """Killed after its last checkpoint: the resumed run trains no epoch, yet lists every bad file."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(full_run.path, out)
+    (out / "imagefit.json").unlink()
+    (out / "model.safetensors").unlink()
+    run = imagefit.train(None, out=out, resume=True)  # type: ignore[arg-type]
+    check_listed(as_map(run.skipped.items), bad_dataset.bad)
+    assert run.metrics["n_images"] == full_run.metrics["n_images"]

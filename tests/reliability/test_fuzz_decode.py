@@ -22,7 +22,7 @@ from imagefit.errors import BadImageError
 
 from .conftest import bomb_png, png16_rgb
 
-EXAMPLES = 300
+EXAMPLES = 1000
 STATS = {"runs": 0, "decoded": 0, "refused": 0}
 
 

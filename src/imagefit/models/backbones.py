@@ -188,7 +188,9 @@ def timm_spec(name: str) -> BackboneSpec | None:
         std=std,  # type: ignore[arg-type]
         interpolation=interp if interp in ("bicubic", "bilinear", "nearest", "lanczos") else "bicubic",
         crop_pct=crop,
-        num_features=int(model.num_features),
+        # What forward() returns with num_classes=0: MobileNetV3/V4, GhostNet... add a conv head after
+        # pooling, so their output width is head_hidden_size, not num_features.
+        num_features=int(getattr(model, "head_hidden_size", None) or model.num_features),
         weights=f"Hugging Face {getattr(cfg, 'hf_hub_id', '') or 'none'} (local cache)",
         description=f"timm {arch}",
     )

@@ -71,14 +71,16 @@ def history_plot(history: Sequence[dict[str, Any]]) -> bytes:
         if phases[i] != phases[i - 1]:
             for ax in (ax_acc, ax_loss):
                 ax.axvline(where, color="black", lw=1.2)
-            ax_acc.annotate(f" {phases[i]}", (where, 0.02), xycoords=("data", "axes fraction"), fontsize=8)
+            for ax in (ax_acc, ax_loss):
+                ax.annotate(f" {phases[i]}\n lr {series['lr'][i]:.2g}", (where, 0.98), xycoords=("data", "axes fraction"), fontsize=8, va="top")
         elif series["lr"][i] != series["lr"][i - 1] and np.isfinite(series["lr"][i]):
             for ax in (ax_acc, ax_loss):
                 ax.axvline(where, color=GREY, ls="--", lw=1, label=None if lr_label_done else "learning rate change")
             lr_label_done = True
             ax_loss.annotate(f"lr {series['lr'][i]:.2g}", (where, 0.97), xycoords=("data", "axes fraction"), fontsize=8, rotation=90, va="top", ha="right", color=GREY)
-    if len(history) and phases[0]:
-        ax_acc.annotate(f" {phases[0]}", (0.5, 0.02), xycoords=("data", "axes fraction"), fontsize=8)
+    if len(history) and phases[0] and len(set(phases)) > 1:
+        for ax in (ax_acc, ax_loss):
+            ax.annotate(f" {phases[0]}", (0.5, 0.98), xycoords=("data", "axes fraction"), fontsize=8, va="top")
     ax_acc.legend(loc="lower right", fontsize=8)
     ax_loss.legend(loc="lower left", fontsize=8)
     if len(history) and np.isfinite(series["lr"][0]):
@@ -227,7 +229,7 @@ def prediction_items(paths: Sequence[Path], labels: np.ndarray, probs: np.ndarra
 def compare_plot(rows: Sequence[dict[str, Any]]) -> bytes:
     """Accuracy and log loss of several runs side by side (bars), baseline dashed."""
     names = [str(r["name"]) for r in rows]
-    fig = Figure(figsize=(max(7, 1.2 * len(rows) + 4), 4.2))
+    fig = Figure(figsize=(max(8, 1.4 * len(rows) + 5), 4.4), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     x = np.arange(len(rows))
     acc = [_float(r.get("accuracy")) for r in rows]
@@ -246,8 +248,8 @@ def compare_plot(rows: Sequence[dict[str, Any]]) -> bytes:
         ax_acc.set_ylim(max(0.0, lo - (1 - lo) * 1.5 - 0.01), 1.0)  # zoom: the differences are in the last digits
     base_loss = [_float(r.get("baseline_log_loss")) for r in rows]
     if base_loss and all(math.isfinite(b) for b in base_loss) and len(set(round(b, 6) for b in base_loss)) == 1:
-        ax_loss.set_title(f"Validation log loss (lower is better; baseline {base_loss[0]:.3f})")
+        ax_loss.set_title(f"Validation log loss\n(lower is better; dummy baseline {base_loss[0]:.3f})", fontsize=10)
     else:
-        ax_loss.set_title("Validation log loss (lower is better)")
-    ax_acc.set_title("Validation accuracy")
+        ax_loss.set_title("Validation log loss\n(lower is better)", fontsize=10)
+    ax_acc.set_title("Validation accuracy\n(higher is better)", fontsize=10)
     return _png(fig)

@@ -49,6 +49,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from ..data.loader import default_workers
@@ -121,6 +123,7 @@ class Health(BaseModel):
     model_calls: int
     images: int
     largest_batch: int
+    model_busy_s: float = Field(description="Seconds spent in model calls since start (utilization = its growth rate).")
 
 
 # -- settings -------------------------------------------------------------------
@@ -133,7 +136,7 @@ class ServeSettings:
     max_pixels: int = 64_000_000
     max_files: int = 32
     batch_window_ms: float = 5.0
-    max_batch: int = 16
+    max_batch: int = 8
     timeout_s: float = 30.0
     max_pending: int = 512
 
@@ -204,7 +207,7 @@ def create_app(
     max_pixels: int = 64_000_000,
     max_files: int = 32,
     batch_window_ms: float = 5.0,
-    max_batch: int = 16,
+    max_batch: int = 8,
     timeout_s: float = 30.0,
     max_pending: int = 512,
     model: Model | None = None,
@@ -242,7 +245,7 @@ def create_app(
     pre = model.preprocess
     engine = model.engine
     # Warm-up: the first ORT run allocates its arenas; no client should pay that.
-    engine(np.zeros((1, 3, pre.input_size, pre.input_size), np.float32))
+    engine(np.zeros((1, pre.input_size, pre.input_size, 3), np.uint8))
 
     def infer(x: np.ndarray) -> np.ndarray:
         feats = engine(x)
@@ -304,7 +307,7 @@ def create_app(
     @app.get("/health", response_model=Health, tags=["service"], summary="Liveness and batching counters")
     async def health() -> Health:
         s = batcher.stats
-        return Health(status="ok", uptime_s=round(time.monotonic() - started, 3), pending=batcher.pending, batching=batcher.batching, model_calls=s.calls, images=s.images, largest_batch=s.largest)
+        return Health(status="ok", uptime_s=round(time.monotonic() - started, 3), pending=batcher.pending, batching=batcher.batching, model_calls=s.calls, images=s.images, largest_batch=s.largest, model_busy_s=round(s.busy_s, 3))
 
     @app.get("/model", tags=["service"], summary="Classes, backbone, calibration, validation metrics and limits")
     async def model_info() -> JSONResponse:
@@ -418,6 +421,9 @@ async def _read_files(request: Request, limits: Limits) -> list[tuple[str, bytes
     limited = Request(request.scope, limited_receive)
     try:
         form = await limited.form(max_files=limits.max_files, max_fields=64, max_part_size=64 * 1024)
+    except ClientDisconnect:
+        # Nobody is left to read the answer; a 4xx keeps it out of the error log.
+        raise ServeError(400, "bad_request", "the client disconnected during the upload") from None
     except StarletteHTTPException as exc:
         # Starlette reports multipart limit and syntax errors as a 400 with a message.
         if "too many files" in str(exc.detail).lower():
@@ -447,6 +453,11 @@ async def _read_files(request: Request, limits: Limits) -> list[tuple[str, bytes
 
 
 # -- running it -----------------------------------------------------------------
+def _announce(model: Model) -> None:
+    # uvicorn prints the address (the real port, even for --port 0) right after.
+    print(f"imagefit: serving {model.path} ({', '.join(model.classes)}): photo page at /, API docs at /docs", file=sys.stderr, flush=True)
+
+
 def app_from_env() -> FastAPI:
     """App factory for worker processes (``uvicorn --factory``): settings from ``$IMAGEFIT_SERVE_CONFIG``."""
     raw = os.environ.get(ENV_CONFIG)
@@ -480,11 +491,14 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
             max_files=settings.max_files, batch_window_ms=settings.batch_window_ms, max_batch=settings.max_batch,
             timeout_s=settings.timeout_s, max_pending=settings.max_pending,
         )
+        _announce(app.state.model)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
         return
     # Fail now, in the parent, rather than in every worker.
-    Model.load(settings.run_path)
-    os.environ[ENV_CONFIG] = json.dumps(settings.__dict__)
+    _announce(Model.load(settings.run_path))
+    os.environ[ENV_CONFIG] = json.dumps({**settings.__dict__, "run_path": str(Path(settings.run_path).resolve())})
+    # Each worker's ONNX Runtime would otherwise use every core: share them out.
+    os.environ.setdefault("IMAGEFIT_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     uvicorn.run("imagefit.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)
 
 

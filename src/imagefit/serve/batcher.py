@@ -1,11 +1,13 @@
 """Micro-batching: one model call for the images of many concurrent requests.
 
-On a CPU, ONNX Runtime runs a batch of 16 images in far less than 16 times the
-time of one image (fewer kernel launches, better cache use), so when requests
-arrive together it pays to hold the first one a few milliseconds and run
-everything that arrived meanwhile in one call. Under light load the wait is
-at most ``window_ms``; under heavy load batches fill up while the previous one
-runs, so the wait costs nothing.
+A model call on a batch costs less per image than one call per image (fewer
+calls and kernel launches, better use of the cores): on 2 cores ONNX Runtime
+runs lite0 about 20% faster per image in batches of 4-8, while batches of 16
+spill the cache and lose the gain (see BENCHMARKS.md); more cores gain more.
+So when requests arrive together it pays to hold the first one a few
+milliseconds and run everything that arrived meanwhile in one call. Under
+light load the wait is at most ``window_ms``; under heavy load batches fill
+up while the previous one runs, so the wait costs nothing.
 
 All model calls go through one inference thread: ORT already uses every core
 for one call, and two concurrent calls would only fight over them.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,12 +43,14 @@ class BatchStats:
     calls: int = 0  # model calls
     images: int = 0  # images through the model
     largest: int = 0  # largest batch seen
+    busy_s: float = 0.0  # wall time spent in model calls
     sizes: list[int] = field(default_factory=list)  # last batch sizes (bounded)
 
-    def record(self, n: int) -> None:
-        """Count one model call of ``n`` images."""
+    def record(self, n: int, seconds: float = 0.0) -> None:
+        """Count one model call of ``n`` images that took ``seconds``."""
         self.calls += 1
         self.images += n
+        self.busy_s += seconds
         self.largest = max(self.largest, n)
         self.sizes.append(n)
         del self.sizes[:-256]
@@ -55,7 +60,7 @@ class MicroBatcher:
     """Coalesce concurrent :meth:`submit` calls into batched ``infer`` calls.
 
     Args:
-        infer: Maps a float32 batch ``[N, ...]`` to results ``[N, ...]``; runs
+        infer: Maps a batch ``[N, ...]`` to results ``[N, ...]``; runs
             in the inference thread.
         window_ms: How long the first queued request waits for company.
             ``0`` disables batching: every request is its own model call
@@ -66,7 +71,7 @@ class MicroBatcher:
             raises a 503 ``busy`` :class:`ServeError`.
     """
 
-    def __init__(self, infer: Infer, *, window_ms: float = 5.0, max_batch: int = 16, max_pending: int = 512):
+    def __init__(self, infer: Infer, *, window_ms: float = 5.0, max_batch: int = 8, max_pending: int = 512):
         if window_ms < 0 or max_batch < 1:
             raise ValueError(f"window_ms must be >= 0 and max_batch >= 1, received {window_ms}, {max_batch}")
         self.infer = infer
@@ -119,9 +124,10 @@ class MicroBatcher:
             self.pending -= n
 
     def _call(self, x: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
         out = self.infer(x)
         with self._lock:
-            self.stats.record(len(x))
+            self.stats.record(len(x), time.perf_counter() - start)
         return out
 
     def _ensure_worker(self) -> None:

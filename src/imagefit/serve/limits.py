@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..data.load import MAX_PIXELS, decode
+from ..data.load import decode
 from ..data.transforms import Preprocess
 from ..errors import BadImageError, ConfigError, ImagefitError
 
 # Formats a browser or phone produces. Pillow can open many more (EPS even runs
 # Ghostscript), so anything else is refused before a decoder sees it.
-ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (phone JPEGs)
 # Declared part types accepted before sniffing: browsers send image/*, curl and
 # many scripts send application/octet-stream (or nothing) for any file.
 ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
@@ -74,8 +74,8 @@ class Limits:
         # Checked here so a bad CLI flag fails at start-up, not on the first request.
         if not self.max_upload_mb > 0:
             raise ConfigError(f"invalid max_upload_mb: received {self.max_upload_mb!r}; allowed: a positive number")
-        if not 0 < self.max_pixels <= MAX_PIXELS:
-            raise ConfigError(f"invalid max_pixels: received {self.max_pixels!r}; allowed: 1 to {MAX_PIXELS}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"invalid max_pixels: received {self.max_pixels!r}; allowed: an integer >= 1")
         if self.max_files < 1:
             raise ConfigError(f"invalid max_files: received {self.max_files!r}; allowed: an integer >= 1")
         if not self.timeout_s > 0:
@@ -119,7 +119,7 @@ def prepare_image(data: bytes, filename: str, pre: Preprocess, max_pixels: int) 
         max_pixels: Largest accepted width x height.
 
     Returns:
-        The float32 ``[3, S, S]`` model input.
+        The uint8 ``[S, S, 3]`` engine input (the engine normalizes in its graph).
 
     Raises:
         ServeError: 415 not an image or an unaccepted format, 413 too many
@@ -138,7 +138,7 @@ def prepare_image(data: bytes, filename: str, pre: Preprocess, max_pixels: int) 
         raise ServeError(413, "too_many_pixels", f"{filename}: {w}x{h} is {w * h:,} pixels; the limit is {max_pixels:,} (possible decompression bomb)")
     try:
         img = decode(data, draft_size=pre.resize_size, max_pixels=max_pixels)
-        return pre(img)
+        return pre.pixels(img)
     except BadImageError as exc:
         raise ServeError(422, "invalid_image", f"{filename}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a decoder bug on hostile input must stay a 422

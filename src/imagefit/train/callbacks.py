@@ -182,8 +182,9 @@ class ModelCheckpoint(MonitorCallback):
 class CSVLogger(Callback):
     """Write the history (one row per epoch) to a CSV file, atomically after every epoch."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, enabled: bool = True):
         self.path = Path(path)
+        self.enabled = enabled  # False on non-zero ranks: rows are kept, nothing is written
         self.rows: list[dict[str, float]] = []
 
     def on_epoch_end(self, trainer: TrainerLike, epoch: int, logs: dict[str, float]) -> None:
@@ -195,7 +196,8 @@ class CSVLogger(Callback):
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
+        if self.enabled:
+            atomic_write_text(self.path, buf.getvalue())
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}

@@ -84,6 +84,9 @@ class Trainer:
         step_hook: Callable[[int], None] | None = None,
         to_device: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
         autocast: str | None = None,
+        forward: nn.Module | None = None,
+        reduce: Callable[[list[float]], list[float]] | None = None,
+        save_checkpoints: bool = True,
     ):
         self.module = module
         self.optimizer = optimizer
@@ -96,6 +99,12 @@ class Trainer:
         self.step_hook = step_hook
         self.to_device = to_device
         self.autocast = autocast
+        # Under DDP the wrapper runs the forward pass; weights are saved from the plain module.
+        self.forward = forward if forward is not None else module
+        # Sums [loss*n, correct, n] across ranks, so every rank logs the same epoch metrics.
+        self.reduce = reduce or (lambda v: v)
+        # Only rank 0 writes checkpoints; the others still read them on --resume.
+        self.save_checkpoints = save_checkpoints
         self.stop_training = False
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -158,9 +167,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.autocast:
                 with torch.autocast(self.autocast, dtype=torch.bfloat16):
-                    logits = self.module(x)
+                    logits = self.forward(x)
             else:
-                logits = self.module(x)
+                logits = self.forward(x)
             loss = loss_fn(logits, y, weights.to(logits.device) if weights is not None else None)
             if not torch.isfinite(loss):
                 raise ImagefitError(f"training diverged (loss={loss.item()}) at epoch {epoch + 1}; try a lower --lr")
@@ -172,14 +181,15 @@ class Trainer:
             seen += n
             if self.step_hook:
                 self.step_hook(n)
-        if seen == 0:
+        total_loss, correct_f, seen_f = self.reduce([total_loss, float(correct), float(seen)])
+        if seen_f == 0:
             raise ImagefitError("no readable training images in this epoch")
-        return {"loss": total_loss / seen, "accuracy": correct / seen}
+        return {"loss": total_loss / seen_f, "accuracy": correct_f / seen_f}
 
     # -- checkpoints -------------------------------------------------------------
     def save_checkpoint(self, epochs_done: int) -> None:
         """Write ``last.safetensors`` + ``last.json`` atomically (weights, optimizer, callbacks)."""
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or not self.save_checkpoints:
             return
         tensors: dict[str, torch.Tensor] = {}
         for k, v in self.module.state_dict().items():

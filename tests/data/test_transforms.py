@@ -1,0 +1,149 @@
+"""Preprocess: the fast eval path matches torchvision and timm; train presets have the right shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagefit.data.load import load_image
+from imagefit.data.transforms import Preprocess, to_tensor
+from imagefit.errors import ConfigError
+from imagefit.models import get_spec
+
+LITE0 = Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", 0.875)
+IMAGENET = Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 0.95)
+SCRATCH = Preprocess(150, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear", 1.0)
+
+
+def _noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    # Smooth it a little so it looks more like a photo than white noise.
+    img = Image.fromarray(arr).resize((max(1, size[0] // 4), max(1, size[1] // 4))).resize(size, Image.Resampling.BILINEAR)
+    return img
+
+
+@pytest.mark.parametrize("pre", [LITE0, IMAGENET, SCRATCH], ids=["lite0", "imagenet", "scratch"])
+@pytest.mark.parametrize("size", [(48, 40), (40, 48), (300, 200), (199, 401), (256, 256), (640, 480), (17, 9)])
+def test_eval_matches_torchvision(pre: Preprocess, size: tuple[int, int]) -> None:
+    img = _noise(size)
+    ours = pre(img)
+    ref = pre.torchvision_eval()(img).numpy()
+    assert ours.dtype == np.float32
+    assert ours.shape == ref.shape == (3, pre.input_size, pre.input_size)
+    diff = np.abs(ours - ref)
+    # One 8-bit level is 1/255/std in normalized units; allow about one level anywhere.
+    assert diff.max() <= 1.01 / (255 * min(pre.std)) + 1e-6
+    assert diff.mean() < 1e-2
+
+
+def test_eval_matches_timm_create_transform(sample_data: Path) -> None:
+    import timm
+    import timm.data
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    tf = timm.data.create_transform(**cfg)
+    pre = get_spec("lite0").preprocess
+    assert pre.input_size == cfg["input_size"][-1]
+    assert pre.crop_pct == pytest.approx(cfg["crop_pct"])
+    assert pre.interpolation == cfg["interpolation"]
+    assert pre.mean == pytest.approx(cfg["mean"]) and pre.std == pytest.approx(cfg["std"])
+    for photo in ("val/cats/cat.2000.jpg", "val/dogs/dog.2000.jpg", "train/cats/cat.0.jpg"):
+        img = load_image(sample_data / photo)
+        ref = tf(img).numpy()
+        ours = pre(img)
+        assert ours.shape == ref.shape
+        assert np.abs(ours - ref).max() < 1e-2, photo
+
+
+def test_eval_matches_timm_for_lite2_on_upscaled_photo(sample_data: Path) -> None:
+    import timm.data
+
+    pre = get_spec("lite2").preprocess
+    cfg = timm.data.resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg("tf_efficientnet_lite2").to_dict())
+    tf = timm.data.create_transform(**cfg)
+    img = load_image(sample_data / "val/cats/cat.2001.jpg").resize((500, 380), Image.Resampling.BICUBIC)
+    assert np.abs(pre(img) - tf(img).numpy()).max() < 1e-2
+
+
+def test_pixels_is_resize_crop_without_normalization() -> None:
+    if not hasattr(Preprocess, "pixels"):
+        pytest.skip("Preprocess.pixels not available")
+    img = _noise((300, 200))
+    px = LITE0.pixels(img)
+    assert px.dtype == np.uint8 and px.shape == (224, 224, 3)
+    norm = (px.astype(np.float32) / 255.0 - 0.5) / 0.5
+    assert np.abs(norm.transpose(2, 0, 1) - LITE0(img)).max() < 1e-5
+
+
+def test_resize_size_follows_timm_rule() -> None:
+    assert LITE0.resize_size == 256
+    assert get_spec("lite1").preprocess.resize_size == 272
+    assert get_spec("lite2").preprocess.resize_size == 292
+    assert SCRATCH.resize_size == 150
+
+
+def test_upscale_small_image_crop_pct_above_one() -> None:
+    pre = Preprocess(64, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.15)  # resize to 55, then pad-crop to 64
+    img = _noise((40, 30))
+    out = pre(img)
+    ref = pre.torchvision_eval()(img).numpy()
+    assert out.shape == (3, 64, 64)
+    assert np.abs(out - ref).max() < 1e-2
+
+
+@pytest.mark.parametrize("augment", ["none", "light", "heavy"])
+@pytest.mark.parametrize("pre", [LITE0, SCRATCH], ids=["lite0", "scratch"])
+def test_train_transform_shapes(pre: Preprocess, augment: str) -> None:
+    tf = pre.train_transform(augment)
+    torch.manual_seed(0)
+    for size in ((48, 40), (40, 120), (500, 300)):
+        x = tf(_noise(size))
+        assert isinstance(x, torch.Tensor)
+        assert x.shape == (3, pre.input_size, pre.input_size) and x.dtype == torch.float32
+        assert torch.isfinite(x).all()
+
+
+def test_train_transform_none_equals_eval() -> None:
+    img = _noise((320, 240))
+    x = LITE0.train_transform("none")(img).numpy()
+    assert np.abs(x - LITE0(img)).max() < 1e-2
+
+
+def test_train_transform_heavy_is_random() -> None:
+    img = _noise((320, 240))
+    tf = LITE0.train_transform("heavy")
+    torch.manual_seed(0)
+    a = tf(img)
+    b = tf(img)
+    torch.manual_seed(0)
+    c = tf(img)
+    assert not torch.equal(a, b)
+    assert torch.equal(a, c)  # seeded by torch's generator: reproducible
+
+
+def test_bad_augment_and_interpolation() -> None:
+    with pytest.raises(ConfigError, match=r"received 'wild'.*none, light, heavy"):
+        LITE0.train_transform("wild")
+    with pytest.raises(ConfigError, match=r"interpolation.*received 'cubic'.*allowed"):
+        Preprocess(224, (0.5,) * 3, (0.5,) * 3, "cubic")
+
+
+def test_dict_round_trip_and_key() -> None:
+    d = IMAGENET.to_dict()
+    assert Preprocess.from_dict(d) == IMAGENET
+    assert Preprocess.from_dict({"input_size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}) == LITE0
+    keys = {p.key() for p in (LITE0, IMAGENET, SCRATCH, Preprocess(240, (0.5,) * 3, (0.5,) * 3))}
+    assert len(keys) == 4
+    assert LITE0.key() == Preprocess.from_dict(LITE0.to_dict()).key()
+
+
+def test_to_tensor() -> None:
+    arrs = [LITE0(_noise((50, 60), seed=i)) for i in range(3)]
+    t = to_tensor(arrs)
+    assert t.shape == (3, 3, 224, 224) and t.dtype == torch.float32

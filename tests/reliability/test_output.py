@@ -1,0 +1,124 @@
+"""Issue 5, part 6: an output folder that cannot be written, or a full disk, fails before any work.
+
+Root ignores permission bits, so read-only folders are also made with tricks
+that fail for root too: a regular file used as a parent folder, and /proc.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+import imagefit
+from imagefit.cli import main
+from imagefit.errors import OutputError
+from imagefit.train import run as run_mod
+
+from .conftest import IS_ROOT
+
+Usage = namedtuple("Usage", "total used free")
+
+
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Fail the test if training gets as far as building a model or reading photos.
+
+    (Listing the data folder may come first: it fails fast on missing data.)
+    """
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(run_mod, "create_backbone", boom)
+    monkeypatch.setattr(run_mod, "extract", boom)
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code not in (0, None)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def _unwritable(kind: str, tmp_path: Path) -> Path:
+    if kind == "file-as-parent":
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("a file where a folder should be")
+        return blocker / "run"
+    if kind == "proc":
+        return Path("/proc/imagefit-test/run")
+    if IS_ROOT:
+        pytest.skip("running as root: a chmod 555 folder is still writable for root")
+    ro = tmp_path / "readonly"
+    ro.mkdir()
+    ro.chmod(0o555)
+    return ro / "run"
+
+
+@pytest.mark.parametrize("kind", ["file-as-parent", "proc", "chmod"])
+def test_unwritable_output_folder(kind: str, tiny_data: Path, tmp_path: Path, no_work: None, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _unwritable(kind, tmp_path)
+    with pytest.raises(OutputError, match="cannot write to output folder"):
+        imagefit.train(tiny_data, out=out, model="simple_cnn")
+    line = _one_error_line(capsys, ["train", str(tiny_data), "--model", "simple_cnn", "--out", str(out)])
+    assert "cannot write to output folder" in line and str(out) in line
+
+
+def test_disk_full(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_work: None, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    with pytest.raises(OutputError, match="only 1 MiB free"):
+        imagefit.train(tiny_data, out=tmp_path / "run", model="simple_cnn")
+    line = _one_error_line(capsys, ["train", str(tiny_data), "--model", "simple_cnn", "--out", str(tmp_path / "run2")])
+    assert "MiB free" in line
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from PIL import Image
+
+    from .conftest import COLORS, noisy
+
+    root = tmp_path_factory.mktemp("outdata") / "data"
+    for cls, color in COLORS.items():
+        for i in range(4):
+            p = root / cls / f"{cls}_{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(noisy(color, (48, 40), seed=i)).save(p)
+    return imagefit.train(root, out=root.parent / "run", model="simple_cnn", epochs=1, seed=0).path
+
+
+def test_predict_and_evaluate_check_out_first(small_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("photos were read before --out was checked")
+
+    monkeypatch.setattr(imagefit.Model, "features", boom)
+    bad_out = _unwritable("file-as-parent", tmp_path) / "p.csv"
+    line = _one_error_line(capsys, ["predict", str(small_run), str(tiny_data), "--out", str(bad_out)])
+    assert "cannot write" in line
+    line = _one_error_line(capsys, ["evaluate", str(small_run), str(tiny_data), "--out", str(bad_out.with_suffix(".json"))])
+    assert "cannot write" in line
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10 * 2**30, 10 * 2**30, 0))
+    line = _one_error_line(capsys, ["predict", str(small_run), str(tiny_data), "--out", str(tmp_path / "p.csv")])
+    assert "MiB free" in line
+
+
+def test_disk_full_mid_run_is_one_clear_line(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The disk fills up after the start-up check passed: every write fails with ENOSPC."""
+    import errno
+    import os
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    line = _one_error_line(capsys, ["train", str(tiny_data), "--model", "simple_cnn", "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert line.startswith("error: cannot write ") and line.endswith("No space left on device")
+    leftovers = [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers
