@@ -47,7 +47,7 @@ class FeatureCache:
         """Store features atomically."""
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(self._path(digest, view), buf.getvalue())
+        atomic_write_bytes(self._path(digest, view), buf.getvalue(), durable=False)
 
 
 @dataclass

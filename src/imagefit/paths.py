@@ -11,6 +11,15 @@ from typing import Any
 from .errors import OutputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def cache_root() -> Path:
     """``$IMAGEFIT_CACHE``, else ``$XDG_CACHE_HOME/imagefit``, else ``~/.cache/imagefit``."""
     env = os.environ.get("IMAGEFIT_CACHE")
@@ -20,20 +29,27 @@ def cache_root() -> Path:
     return Path(xdg) / "imagefit" if xdg else Path.home() / ".cache" / "imagefit"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     A crash leaves either the old file or the new one, never half of one.
+    ``durable=False`` skips the fsync: still atomic for a crashed process, and
+    what a cache that can be recomputed wants (an fsync per photo halves the
+    throughput of a feature pass); after a power loss such an entry may be
+    empty, which readers treat as a miss.
     """
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # mkstemp makes 0600 files; give the final file the usual umask-based mode.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):

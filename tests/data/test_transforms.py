@@ -18,6 +18,12 @@ LITE0 = Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", 0.875)
 IMAGENET = Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 0.95)
 SCRATCH = Preprocess(150, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear", 1.0)
 
+# The fast eval path resamples only the crop box (Pillow's box=): against resize-then-crop a few
+# pixels move by up to 2 grey levels on noise and 4 on photos (1 level = 1/255/std = 0.0078 for
+# std 0.5); the mean difference stays under 0.4 levels (checked where photos are compared).
+TWO_LEVELS = 2.01 / (255 * 0.5)
+FOUR_LEVELS = 4.01 / (255 * 0.5)
+
 
 def _noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
@@ -36,8 +42,9 @@ def test_eval_matches_torchvision(pre: Preprocess, size: tuple[int, int]) -> Non
     assert ours.dtype == np.float32
     assert ours.shape == ref.shape == (3, pre.input_size, pre.input_size)
     diff = np.abs(ours - ref)
-    # One 8-bit level is 1/255/std in normalized units; allow about one level anywhere.
-    assert diff.max() <= 1.01 / (255 * min(pre.std)) + 1e-6
+    # One 8-bit level is 1/255/std in normalized units. The fast path resamples only the
+    # crop box (Pillow's box=), which moves a few pixels by up to 2 levels on pure noise.
+    assert diff.max() <= 2.01 / (255 * min(pre.std)) + 1e-6
     assert diff.mean() < 1e-2
 
 
@@ -58,7 +65,8 @@ def test_eval_matches_timm_create_transform(sample_data: Path) -> None:
         ref = tf(img).numpy()
         ours = pre(img)
         assert ours.shape == ref.shape
-        assert np.abs(ours - ref).max() < 1e-2, photo
+        assert np.abs(ours - ref).max() <= FOUR_LEVELS, photo
+        assert np.abs(ours - ref).mean() < 3e-3, photo  # under 0.4 grey levels on average
 
 
 def test_eval_matches_timm_for_lite2_on_upscaled_photo(sample_data: Path) -> None:
@@ -68,7 +76,7 @@ def test_eval_matches_timm_for_lite2_on_upscaled_photo(sample_data: Path) -> Non
     cfg = timm.data.resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg("tf_efficientnet_lite2").to_dict())
     tf = timm.data.create_transform(**cfg)
     img = load_image(sample_data / "val/cats/cat.2001.jpg").resize((500, 380), Image.Resampling.BICUBIC)
-    assert np.abs(pre(img) - tf(img).numpy()).max() < 1e-2
+    assert np.abs(pre(img) - tf(img).numpy()).max() <= TWO_LEVELS
 
 
 def test_pixels_is_resize_crop_without_normalization() -> None:
@@ -94,7 +102,7 @@ def test_upscale_small_image_crop_pct_above_one() -> None:
     out = pre(img)
     ref = pre.torchvision_eval()(img).numpy()
     assert out.shape == (3, 64, 64)
-    assert np.abs(out - ref).max() < 1e-2
+    assert np.abs(out - ref).max() <= TWO_LEVELS
 
 
 @pytest.mark.parametrize("augment", ["none", "light", "heavy"])
@@ -112,7 +120,7 @@ def test_train_transform_shapes(pre: Preprocess, augment: str) -> None:
 def test_train_transform_none_equals_eval() -> None:
     img = _noise((320, 240))
     x = LITE0.train_transform("none")(img).numpy()
-    assert np.abs(x - LITE0(img)).max() < 1e-2
+    assert np.abs(x - LITE0(img)).max() <= TWO_LEVELS
 
 
 def test_train_transform_heavy_is_random() -> None:
