@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--window-ms", type=float, default=5.0)
-    ap.add_argument("--max-batch", default="8,16", help="Comma-separated max batch sizes to try with batching.")
+    ap.add_argument("--max-batch", default="4,8,16", help="Comma-separated max batch sizes to try with batching.")
     ap.add_argument("--rounds", type=int, default=8, help="Interleaved rounds the requests of each mode are split into.")
     ap.add_argument("--max-seconds", type=float, default=300.0, help="Time budget per mode; past it, the run stops whatever was sent.")
     ap.add_argument("--no-write", action="store_true", help="Print only; leave BENCHMARKS.md alone.")

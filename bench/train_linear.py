@@ -88,12 +88,23 @@ def bench_keras(epochs: int) -> dict[str, float] | None:
         import keras
     except ImportError:
         return None
+    import numpy as np
+    import torch
     from keras import layers
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    # image_dataset_from_directory needs TensorFlow; with the torch backend Keras 3 trains from a
+    # torch DataLoader, which decodes with Pillow at 150x150 as the notebooks' generator did.
+    def to_array(img: Image.Image) -> np.ndarray:
+        return np.asarray(img.convert("RGB").resize((150, 150), Image.Resampling.BILINEAR), dtype=np.float32)
+
+    def loader(split: str, shuffle: bool) -> torch.utils.data.DataLoader:
+        ds = ImageFolder(str(DATA / split), transform=to_array, target_transform=lambda y: np.float32(y))
+        return torch.utils.data.DataLoader(ds, batch_size=20, shuffle=shuffle, num_workers=2, generator=torch.Generator().manual_seed(0))
 
     keras.utils.set_random_seed(0)
-    kw = {"image_size": (150, 150), "batch_size": 20, "label_mode": "binary", "seed": 0}
-    train = keras.utils.image_dataset_from_directory(str(DATA / "train"), shuffle=True, verbose=False, **kw)
-    val = keras.utils.image_dataset_from_directory(str(DATA / "validation"), shuffle=False, verbose=False, **kw)
+    train, val = loader("train", True), loader("validation", False)
     model = keras.Sequential(
         [
             keras.Input((150, 150, 3)),

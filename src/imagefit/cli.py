@@ -374,7 +374,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own model copy (1 is best on 2 cores).")] = 1,
     batch_window_ms: Annotated[float, typer.Option(help="Micro-batching wait window in ms (0: no batching).")] = 5.0,
-    max_batch: Annotated[int, typer.Option(help="Most images per model call (4-8 is fastest on 2 cores; see BENCHMARKS.md).")] = 8,
+    max_batch: Annotated[int, typer.Option(help="Most images per model call (4 is fastest on 2 cores; more cores gain from more; see BENCHMARKS.md).")] = 4,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body in MiB (413).")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image in pixels, width x height (413).")] = 64_000_000,
     max_files: Annotated[int, typer.Option(help="Most images per request (413).")] = 32,

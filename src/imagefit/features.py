@@ -106,7 +106,7 @@ def extract(
             progress(len(found))
     todo = [i for i in range(n) if i not in found]
     computed: dict[int, np.ndarray] = {}
-    for batch in iter_batches(paths, pre, engine.batch_size * 2, skipped, views=views, workers=workers, keep=lambda i: i not in found):
+    for batch in iter_batches(paths, pre, max(32, engine.batch_size * 2), skipped, views=views, workers=workers, keep=lambda i: i not in found):
         out = engine(batch.arrays).reshape(len(batch.indices), len(views), -1)
         for j, i in enumerate(batch.indices):
             computed[i] = out[j]

@@ -136,7 +136,7 @@ class ServeSettings:
     max_pixels: int = 64_000_000
     max_files: int = 32
     batch_window_ms: float = 5.0
-    max_batch: int = 8
+    max_batch: int = 4
     timeout_s: float = 30.0
     max_pending: int = 512
 
@@ -207,7 +207,7 @@ def create_app(
     max_pixels: int = 64_000_000,
     max_files: int = 32,
     batch_window_ms: float = 5.0,
-    max_batch: int = 8,
+    max_batch: int = 4,
     timeout_s: float = 30.0,
     max_pending: int = 512,
     model: Model | None = None,

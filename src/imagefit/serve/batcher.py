@@ -2,8 +2,10 @@
 
 A model call on a batch costs less per image than one call per image (fewer
 calls and kernel launches, better use of the cores): on 2 cores ONNX Runtime
-runs lite0 about 20% faster per image in batches of 4-8, while batches of 16
-spill the cache and lose the gain (see BENCHMARKS.md); more cores gain more.
+runs lite0 about 20% faster per image in batches of 4 than one at a time,
+while batches of 16 spill the cache and lose the gain, so the default
+``max_batch`` is 4 (see the Serving section of BENCHMARKS.md); more cores
+gain from larger batches.
 So when requests arrive together it pays to hold the first one a few
 milliseconds and run everything that arrived meanwhile in one call. Under
 light load the wait is at most ``window_ms``; under heavy load batches fill
@@ -71,7 +73,7 @@ class MicroBatcher:
             raises a 503 ``busy`` :class:`ServeError`.
     """
 
-    def __init__(self, infer: Infer, *, window_ms: float = 5.0, max_batch: int = 8, max_pending: int = 512):
+    def __init__(self, infer: Infer, *, window_ms: float = 5.0, max_batch: int = 4, max_pending: int = 512):
         if window_ms < 0 or max_batch < 1:
             raise ValueError(f"window_ms must be >= 0 and max_batch >= 1, received {window_ms}, {max_batch}")
         self.infer = infer
