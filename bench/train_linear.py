@@ -31,13 +31,13 @@ def bench_imagefit(tmp: Path) -> dict[str, float]:
     env = {**os.environ, "IMAGEFIT_CACHE": str(tmp / "cache")}  # cold cache: extraction is timed
     out = tmp / "run"
     t0 = time.perf_counter()
-    subprocess.run([*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(out)], check=True, env=env, stderr=subprocess.DEVNULL)
+    subprocess.run([*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(out)], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t1 = time.perf_counter()
     metrics_path = tmp / "eval.json"
-    subprocess.run([*IMAGEFIT, "evaluate", str(out), str(DATA / "validation"), "--out", str(metrics_path)], check=True, env=env, stderr=subprocess.DEVNULL)
+    subprocess.run([*IMAGEFIT, "evaluate", str(out), str(DATA / "validation"), "--out", str(metrics_path)], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t2 = time.perf_counter()
     # A second train on the same photos (another seed) reuses the feature cache.
-    subprocess.run([*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(tmp / "run2"), "--seed", "1"], check=True, env=env, stderr=subprocess.DEVNULL)
+    subprocess.run([*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(tmp / "run2"), "--seed", "1"], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t3 = time.perf_counter()
     m = json.loads(metrics_path.read_text())
     return {"train_s": t1 - t0, "eval_s": t2 - t1, "wall_s": t2 - t0, "accuracy": m["accuracy"], "log_loss": m["log_loss"], "retrain_s": t3 - t2, "images": 3000}

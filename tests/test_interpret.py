@@ -95,7 +95,7 @@ def test_interpret_cli_defaults_to_the_runs_own_data(capsys, trained_run: Path) 
         main(["interpret", str(trained_run), "--top", "4"])
     out, err = capsys.readouterr()
     assert info.value.code in (0, None), err
-    err = " ".join(err.split())  # rich wraps long lines
+    err = " ".join((out + " " + err).split())  # results on stdout, notes on stderr; rich wraps long lines
     assert "top 4 losses" in err and "flagged as likely mislabeled" in err
     folders = sorted(trained_run.glob("interpret-*"))
     assert folders and (folders[-1] / "report.html").is_file()

@@ -33,12 +33,15 @@ def make_image(path: Path, color: tuple[int, int, int], seed: int = 0) -> Path:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """``imagefit.cli.main`` in-process: (exit code, stdout, stderr with rich's line wrapping undone)."""
+    """``imagefit.cli.main`` in-process: (exit code, stdout, stdout + stderr with rich's line wrapping undone).
+
+    Results go to stdout and warnings/errors to stderr; the third item reads them as a user would.
+    """
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         main([str(a) for a in args])
     out, err = capsys.readouterr()
-    return (0 if info.value.code is None else int(info.value.code)), out, " ".join(err.split())
+    return (0 if info.value.code is None else int(info.value.code)), out, " ".join((out + " " + err).split())
 
 
 @pytest.fixture

@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from .errors import ImagefitError
 from .ui import console
+
+# Results go to stdout (pipe them); progress, warnings and skipped-file lists to stderr.
+stdout = Console(highlight=False, soft_wrap=True)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and use image classifiers by transfer learning.")
 
@@ -94,8 +98,8 @@ def train(
 
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
-    console.print(f"validation: {summary_line(run.metrics)}")
-    console.print(f"run folder: {run.path}  ({run.seconds:.1f} s)")
+    stdout.print(f"validation: {summary_line(run.metrics)}")
+    stdout.print(f"run folder: {run.path}  ({run.seconds:.1f} s)")
 
 
 @app.command()
@@ -121,15 +125,15 @@ def evaluate(
     path = out or (run / f"eval-{time.strftime('%Y%m%d-%H%M%S')}.json")
     atomic_write_json(path, metrics)
     report = write_eval_report(path.with_suffix("") if path.suffix else path.with_name(path.name + "-report"), model.meta, ev, run)
-    console.print(summary_line(metrics))
+    stdout.print(summary_line(metrics))
     cal = metrics["calibration"]
-    console.print(
+    stdout.print(
         f"calibration: T {cal['temperature']:.3f}; log loss {cal['log_loss_before']:.4f} uncalibrated -> {cal['log_loss_after']:.4f}; "
         f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
     )
     _print_skipped(metrics["skipped"])
-    console.print(f"metrics: {path}")
-    console.print(f"report: {report}")
+    stdout.print(f"metrics: {path}")
+    stdout.print(f"report: {report}")
 
 
 @app.command()
@@ -166,12 +170,12 @@ def predict(
         if missing:
             console.print(f"[yellow]{len(missing)} unreadable photo(s) got the uniform probability so that every id has a row[/]")
         what = f"label = P({model.classes[1]})" if len(model.classes) == 2 else "one probability column per class"
-        console.print(f"{len(preds) + len(missing)} rows ({what}) -> {dest}")
+        stdout.print(f"{len(preds) + len(missing)} rows ({what}) -> {dest}")
         return
     dest = out or Path("predictions.csv")
     preds.to_csv(dest)
     _print_skipped(preds.skipped.as_list())
-    console.print(f"{len(preds)} predictions -> {dest}")
+    stdout.print(f"{len(preds)} predictions -> {dest}")
 
 
 def _check_dest(path: Path) -> None:
@@ -210,12 +214,12 @@ def inspect_cmd(
     if as_json:
         _out(rep)
         return
-    console.print(f"{rep['data']}: layout '{rep['layout']}', classes {rep['classes']}")
+    stdout.print(f"{rep['data']}: layout '{rep['layout']}', classes {rep['classes']}")
     for name, s in rep["splits"].items():
         size = s.get("size")
         size_text = f", sizes {size['min'][0]}x{size['min'][1]} .. {size['max'][0]}x{size['max'][1]}" if size else ""
         ratio = f", imbalance {s['imbalance_ratio']:.2f}" if s["imbalance_ratio"] else ""
-        console.print(f"  {name}: {s['n_readable']}/{s['n_files']} readable, counts {s['counts']}{ratio}{size_text}")
+        stdout.print(f"  {name}: {s['n_readable']}/{s['n_files']} readable, counts {s['counts']}{ratio}{size_text}")
         _print_skipped(s["unreadable"], indent="    ")
 
 
@@ -228,8 +232,8 @@ def models() -> None:
     for spec in list_backbones():
         scratch = spec.weights.startswith("none")
         table.add_row(spec.name, str(spec.input_size), str(spec.num_features), spec.weights, "n/a (scratch)" if scratch else ("yes" if weights_available(spec.name) else "no"))
-    console.print(table)
-    console.print("Any timm model name also works (weights from the local Hugging Face cache, or --no-pretrained).")
+    stdout.print(table)
+    stdout.print("Any timm model name also works (weights from the local Hugging Face cache, or --no-pretrained).")
 
 
 @app.command()
@@ -243,16 +247,16 @@ def demo(
 
     sample = Path(__file__).parent / "sample_data"
     out = out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    console.print(f"[bold]imagefit demo[/]: training lite0 (linear) on {sample} (see its README for provenance)")
+    stdout.print(f"[bold]imagefit demo[/]: training lite0 (linear) on {sample} (see its README for provenance)")
     run = imagefit.train(sample / "train", val=sample / "val", out=out, progress=True, seed=0)
     model = imagefit.load(run.path)
     metrics = model.evaluate(sample / "val")
     preds = model.predict([sample / "val"])
     csv_path = preds.to_csv(run.path / "predictions.csv")
-    console.print(f"validation: {summary_line(metrics)}")
+    stdout.print(f"validation: {summary_line(metrics)}")
     for r in preds.records[:3]:
-        console.print(f"  {Path(r['path']).name}: {r['label']} ({r['probability']:.3f})")
-    console.print(f"written: {run.path}/ model.safetensors, imagefit.json, history.csv, metrics.json; predictions {csv_path}")
+        stdout.print(f"  {Path(r['path']).name}: {r['label']} ({r['probability']:.3f})")
+    stdout.print(f"written: {run.path}/ model.safetensors, imagefit.json, history.csv, metrics.json; predictions {csv_path}")
 
 
 def _inspect_report(data: Path, rep: dict, path: Path, labels_from_filename: bool, per_class: int = 6) -> None:
@@ -270,7 +274,7 @@ def _inspect_report(data: Path, rep: dict, path: Path, labels_from_filename: boo
         ps = [p for p, y in zip(train.paths, train.labels) if y == k]
         samples[c] = sorted(rng.sample(ps, min(per_class, len(ps))))
     written = write_inspect_report(path, rep, samples)
-    console.print(f"report: {written}")
+    stdout.print(f"report: {written}")
 
 
 @app.command()
@@ -290,21 +294,21 @@ def interpret(
 
     res = run_interpret(run, data, val=val, out=out, top=top, folds=folds, low=low, high=high, tta=tta, progress=True)
     m = res.metrics
-    console.print(f"validation: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f} on {m['n_images']} photos")
+    stdout.print(f"validation: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f} on {m['n_images']} photos")
     table = Table("photo", "true", "predicted", "p", "loss", title=f"top {min(5, len(res.top_losses))} losses")
     for r in res.top_losses[:5]:
         table.add_row(Path(r["path"]).name, r["label"], r["predicted"], f"{r['p_predicted']:.3f}", f"{r['loss']:.2f}", style="red" if r["wrong"] else None)
-    console.print(table)
+    stdout.print(table)
     if res.confused:
-        console.print("most confused: " + "; ".join(f"{p['label']} -> {p['predicted']} ({p['count']})" for p in res.confused[:5]))
+        stdout.print("most confused: " + "; ".join(f"{p['label']} -> {p['predicted']} ({p['count']})" for p in res.confused[:5]))
     o = res.oof
     if o["folds"]:
-        console.print(f"training photos: {o['n_flagged']} of {o['n_train']} flagged as likely mislabeled ({o['folds']}-fold out-of-fold accuracy {o['accuracy']:.4f})")
+        stdout.print(f"training photos: {o['n_flagged']} of {o['n_train']} flagged as likely mislabeled ({o['folds']}-fold out-of-fold accuracy {o['accuracy']:.4f})")
         for r in res.suspects[:10]:
-            console.print(f"  {r['path']}: given {r['label']} ({r['p_label']:.3f}), looks {r['suggested']} ({r['p_suggested']:.3f})")
+            stdout.print(f"  {r['path']}: given {r['label']} ({r['p_label']:.3f}), looks {r['suggested']} ({r['p_suggested']:.3f})")
     else:
         console.print("[yellow]training photos: too few per class for k-fold; no mislabel check[/]")
-    console.print(f"report: {res.report}")
+    stdout.print(f"report: {res.report}")
 
 
 @app.command()
@@ -321,11 +325,11 @@ def compare(
     if as_json:
         _out(rows)
     else:
-        console.print(rich_table(rows))
+        stdout.print(rich_table(rows))
     note = comparable_note(rows)
     if note:
         console.print(f"[yellow]{note}[/]")
-    console.print(f"report: {report}")
+    stdout.print(f"report: {report}")
 
 
 @app.command("kaggle-prep")
@@ -339,16 +343,16 @@ def kaggle_prep(
 
     if undo:
         res = undo_prep(train_dir, out)
-        console.print(f"removed {sum(res.counts.values())} link(s) from {res.out}: " + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
+        stdout.print(f"removed {sum(res.counts.values())} link(s) from {res.out}: " + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
         if res.ignored:
             console.print(f"[yellow]kept {len(res.ignored)} file(s) that are not links made by kaggle-prep, e.g. {res.ignored[0]}[/]")
         return
     res = prep(train_dir, out)
-    console.print(f"{res.out}: " + ", ".join(f"{k}/ {v} photos" for k, v in res.counts.items()) + f" ({res.method}s to {res.source}, nothing copied)")
+    stdout.print(f"{res.out}: " + ", ".join(f"{k}/ {v} photos" for k, v in res.counts.items()) + f" ({res.method}s to {res.source}, nothing copied)")
     if res.ignored:
         console.print(f"[yellow]ignored {len(res.ignored)} file(s) without a label in the name, e.g. {res.ignored[0].name}[/]")
-    console.print(f"manifest: {res.manifest} (undo with: imagefit kaggle-prep {train_dir}{f' --out {out}' if out else ''} --undo)")
-    console.print(f"train with: imagefit train {res.out}")
+    stdout.print(f"manifest: {res.manifest} (undo with: imagefit kaggle-prep {train_dir}{f' --out {out}' if out else ''} --undo)")
+    stdout.print(f"train with: imagefit train {res.out}")
 
 
 @app.command()
