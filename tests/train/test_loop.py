@@ -255,3 +255,17 @@ def test_class_weights_change_training() -> None:
     b.class_weights = torch.tensor([1.0, 5.0])
     b.fit(shuffled_batches(x, y, 16, 0), lambda: {}, epochs=2)
     assert not all(torch.equal(a.snapshot()[k], b.snapshot()[k]) for k in a.snapshot())
+
+
+def test_discriminative_groups_rise_geometrically_to_full_rate() -> None:
+    from torch import nn
+
+    from imagefit.train.run import discriminative_groups
+
+    units = [nn.Linear(2, 2) for _ in range(3)]
+    for u in units:
+        u.requires_grad_(False)
+    groups = discriminative_groups(units)
+    assert [round(g["lr_scale"], 4) for g in groups] == [0.1, round(0.1**0.5, 4), 1.0]
+    assert all(p.requires_grad for u in units for p in u.parameters())
+    assert discriminative_groups([nn.Linear(2, 2)])[0]["lr_scale"] == 1.0

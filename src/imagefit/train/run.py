@@ -369,6 +369,23 @@ def _best(history: list[dict[str, float]], monitor: str) -> float:
     return max(vals) if "acc" in monitor else min(vals)
 
 
+def discriminative_groups(units: list[nn.Module], low: float = 0.1) -> list[dict[str, Any]]:
+    """Unfreeze ``units`` with learning-rate scales rising geometrically from ``low`` to 1.
+
+    Args:
+        units: The blocks to train, input side first.
+        low: Scale of the first (most generic) block; the last trains at the full rate.
+    """
+    groups = []
+    for j, u in enumerate(units):
+        params = list(u.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        scale = low ** ((len(units) - 1 - j) / (len(units) - 1)) if len(units) > 1 else 1.0
+        groups.append({"params": params, "lr_scale": scale})
+    return groups
+
+
 def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights: torch.Tensor | None, dev: torch.device, resume: bool, *, unfreeze_all: bool) -> list[dict[str, float]]:
     """Train backbone blocks (+ head) on images, data-parallel when launched by torchrun."""
     config, t, info = ph.config, ph.config.train, ph.dist
@@ -376,16 +393,16 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
     units = trainable_units(backbone)
     for p in backbone.parameters():
         p.requires_grad_(unfreeze_all)
+    # Parameter groups with an lr_scale each. Fine-tuning uses discriminative learning rates
+    # (fastai's slice(lr/10, lr)): the deepest unfrozen block trains at lr, earlier ones
+    # geometrically slower down to lr/10, as their features are more generic.
+    groups: list[dict[str, Any]] = []
     if unfreeze_all:
         n_unfrozen = len(units)
-        bb_params = [p for p in backbone.parameters()]
+        groups.append({"params": [p for p in backbone.parameters()], "lr_scale": 1.0})
     else:
         n_unfrozen = count_unfrozen(len(units), t.unfreeze)
-        bb_params = []
-        for u in units[len(units) - n_unfrozen :]:
-            for p in u.parameters():
-                p.requires_grad_(True)
-                bb_params.append(p)
+        groups = discriminative_groups(units[len(units) - n_unfrozen :])
     # GPUs get large batches with the learning rate scaled linearly (Goyal et al.), unless set by hand.
     global_bs = t.batch_size or (256 if dev.type == "cuda" else 32)
     lr = t.lr if t.lr is not None else t.resolved_lr * global_bs / 32
@@ -399,7 +416,7 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
         f"(batch {global_bs}{f' = {info.world_size} x {bs}' if info.enabled else ''}, lr {lr:g}, {loader_kind} decoding on {dev.type})"
     )
     # The head is already trained when fine-tuning: the same low rate keeps it from drifting.
-    groups = [{"params": bb_params, "lr_scale": 1.0}, {"params": list(head.parameters()), "lr_scale": 1.0}]
+    groups.append({"params": list(head.parameters()), "lr_scale": 1.0})
     optimizer = make_optimizer(t.optimizer, groups, lr, t.weight_decay)
     augment = config.data.augment if config.data.augment != "none" or t.strategy == "full" else "light"
     ds = TrainImages(ph.train_set.paths, ph.train_set.labels, pre.train_transform(augment), pre.resize_size)
