@@ -260,16 +260,14 @@ def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, confi
         done = trainer.load_checkpoint() if resume else 0
         ph.history = trainer.fit(shuffled_batches(xtr, ytr, head_bs, t.seed), validate_head, epochs, start_epoch=done)
         ui.info(f"head: {len(trainer.history)} epochs, best {t.monitor} {_best(trainer.history, t.monitor):.4f}")
-        val_logits_fn = validate_head
         if t.strategy == "finetune":
             ph.history = _fine_tune(ph, classifier, pre, weights, dev, resume, unfreeze_all=False)
     else:
         _fine_tune(ph, classifier, pre, weights, dev, resume, unfreeze_all=True)
-        val_logits_fn = None
 
     # Final validation metrics with the restored best weights.
     digest = state_digest(backbone)
-    if t.strategy == "linear" and val_logits_fn is not None:
+    if t.strategy == "linear":  # the backbone is untouched: the cached validation features still hold
         head.eval()
         with torch.inference_mode():
             val_logits = head(xva).float().numpy()
