@@ -80,3 +80,22 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_img() -> Callable[..., Path]:
     """The :func:`make_image` helper as a fixture: ``make_img(path, color, size=..., seed=..., fmt=...)``."""
     return make_image
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run ``imagefit.cli.main`` in-process: ``cli(*args) -> (exit code, stdout, text)``.
+
+    ``text`` is stdout + stderr with rich's line wrapping undone, read as a user
+    would: results go to stdout, notes and errors to stderr.
+    """
+    from imagefit.cli import main
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return (0 if info.value.code is None else int(info.value.code)), out, " ".join((out + " " + err).split())
+
+    return run

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagefit.cli import main
 from imagefit.errors import ConfigError
 from imagefit.interpret import confused_pairs, find_suspects, interpret, out_of_fold_probs, top_losses
 from imagefit.model import Evaluation
@@ -89,14 +88,10 @@ def test_interpret_finds_planted_mislabels(trained_run: Path, sample_data: Path,
     assert (out / "top_losses.png").is_file() and (out / "suspected_mislabels.png").is_file()
 
 
-def test_interpret_cli_defaults_to_the_runs_own_data(capsys, trained_run: Path) -> None:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(["interpret", str(trained_run), "--top", "4"])
-    out, err = capsys.readouterr()
-    assert info.value.code in (0, None), err
-    err = " ".join((out + " " + err).split())  # results on stdout, notes on stderr; rich wraps long lines
-    assert "top 4 losses" in err and "flagged as likely mislabeled" in err
+def test_interpret_cli_defaults_to_the_runs_own_data(cli, trained_run: Path) -> None:
+    code, _, text = cli("interpret", trained_run, "--top", "4")
+    assert code == 0, text
+    assert "top 4 losses" in text and "flagged as likely mislabeled" in text
     folders = sorted(trained_run.glob("interpret-*"))
     assert folders and (folders[-1] / "report.html").is_file()
     for f in folders:  # the run folder is shared by the session's tests

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from imagefit.cli import main
 from imagefit.data.discover import discover
 from imagefit.errors import DataError, OutputError
 from imagefit.kaggle import MANIFEST, kaggle_id, prep, score, submission_rows, undo, write_submission
@@ -30,18 +29,6 @@ def make_image(path: Path, color: tuple[int, int, int], seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
     return path
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """``imagefit.cli.main`` in-process: (exit code, stdout, stdout + stderr with rich's line wrapping undone).
-
-    Results go to stdout and warnings/errors to stderr; the third item reads them as a user would.
-    """
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return (0 if info.value.code is None else int(info.value.code)), out, " ".join((out + " " + err).split())
 
 
 @pytest.fixture
@@ -118,12 +105,12 @@ def test_prep_refuses_bad_input(tmp_path: Path, flat: Path) -> None:
     assert sorted(p.name for p in (out / "cat").iterdir()) == ["cat.2.png"]
 
 
-def test_kaggle_prep_cli(capsys, flat: Path, tmp_path: Path) -> None:
+def test_kaggle_prep_cli(cli, flat: Path, tmp_path: Path) -> None:
     out = tmp_path / "k"
-    code, _, err = run_cli(capsys, "kaggle-prep", flat, "--out", out)
+    code, _, err = cli("kaggle-prep", flat, "--out", out)
     assert code == 0, err
     assert "cat/ 4 photos" in err and "dog/ 4 photos" in err and "nothing copied" in err and "--undo" in err
-    code, _, err = run_cli(capsys, "kaggle-prep", flat, "--out", out, "--undo")
+    code, _, err = cli("kaggle-prep", flat, "--out", out, "--undo")
     assert code == 0 and "removed 8 link(s)" in err and not out.exists()
 
 
@@ -173,7 +160,7 @@ def test_score_matches_sklearn_and_checks_ids(tmp_path: Path) -> None:
         score(_write(tmp_path / "cols.csv", [[1, 0.5]], ("image", "p")), sol)
 
 
-def test_predict_kaggle_then_score_end_to_end(capsys, trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
+def test_predict_kaggle_then_score_end_to_end(cli, trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
     """The sample's validation photos renamed 1.jpg..24.jpg: the submission scores as evaluate does."""
     test_dir = tmp_path / "test"
     test_dir.mkdir()
@@ -185,30 +172,30 @@ def test_predict_kaggle_then_score_end_to_end(capsys, trained_run: Path, sample_
         solution.append([new_id, int(photos[k].parent.name == "dogs")])
     sol = _write(tmp_path / "solution.csv", solution)
     sub = tmp_path / "submission.csv"
-    code, _, err = run_cli(capsys, "predict", trained_run, test_dir, "--kaggle", "--out", sub)
+    code, _, err = cli("predict", trained_run, test_dir, "--kaggle", "--out", sub)
     assert code == 0, err
     assert "label = P(dogs)" in err
     rows = list(csv.reader(sub.open()))
     assert rows[0] == ["id", "label"] and [int(r[0]) for r in rows[1:]] == list(range(1, len(photos) + 1))
-    code, out, err = run_cli(capsys, "score", sub, sol, "--json")
+    code, out, err = cli("score", sub, sol, "--json")
     assert code == 0, err
     got = json.loads(out)
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert got["n"] == len(photos)
     assert got["accuracy"] == pytest.approx(metrics["accuracy"])
     assert got["log_loss"] == pytest.approx(metrics["log_loss"], abs=1e-4)  # the calibrated model's
-    code, out, _ = run_cli(capsys, "score", sub, sol)
+    code, out, _ = cli("score", sub, sol)
     assert out.startswith("log loss ") and "accuracy" in out
 
 
-def test_predict_clip(capsys, trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
+def test_predict_clip(cli, trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
-    code, _, err = run_cli(capsys, "predict", trained_run, sample_data / "val", "--clip", "0.05", "--out", out)
+    code, _, err = cli("predict", trained_run, sample_data / "val", "--clip", "0.05", "--out", out)
     assert code == 0, err
     rows = list(csv.DictReader(out.open()))
     probs = np.array([[float(r["prob_cats"]), float(r["prob_dogs"])] for r in rows])
     assert len(rows) == 24 and probs.min() >= 0.05 - 1e-6 and probs.max() <= 0.95 + 1e-6
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert probs.max() == pytest.approx(0.95, abs=1e-6)  # something was clipped
-    code, _, err = run_cli(capsys, "predict", trained_run, sample_data / "val", "--clip", "0.6", "--out", out)
+    code, _, err = cli("predict", trained_run, sample_data / "val", "--clip", "0.6", "--out", out)
     assert code == 2 and "received 0.6" in err

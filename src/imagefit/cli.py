@@ -329,7 +329,8 @@ def compare(
     note = comparable_note(rows)
     if note:
         console.print(f"[yellow]{note}[/]")
-    stdout.print(f"report: {report}")
+    # With --json, stdout carries the JSON alone so it can be piped.
+    (console if as_json else stdout).print(f"report: {report}")
 
 
 @app.command("kaggle-prep")

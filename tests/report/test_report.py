@@ -21,21 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagefit.cli import main
 from imagefit.report import plots
 
 CHROMIUM = Path(os.environ.get("IMAGEFIT_CHROMIUM", "/usr/bin/chromium"))
 RUN_PNGS = ("history.png", "confusion.png", "predictions.png", "reliability.png")
 IMG_SRC = re.compile(r'<img [^>]*src="([^"]*)"')
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """``imagefit.cli.main`` in-process: (exit code, stdout, stderr with rich's line wrapping undone)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return (0 if info.value.code is None else int(info.value.code)), out, " ".join(err.split())
 
 
 def check_self_contained(html_path: Path, min_images: int) -> list[Image.Image]:
@@ -99,9 +89,9 @@ def test_prediction_grid_puts_mistakes_first(tmp_path: Path, sample_data: Path) 
     assert plots.image_grid([*items, {"path": bad, "caption": "bad"}]).startswith(b"\x89PNG")
 
 
-def test_evaluate_writes_a_report(capsys, trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
+def test_evaluate_writes_a_report(cli, trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "ev" / "metrics.json"
-    code, _, err = run_cli(capsys, "evaluate", trained_run, sample_data / "val", "--out", out)
+    code, _, err = cli("evaluate", trained_run, sample_data / "val", "--out", out)
     assert code == 0, err
     metrics = json.loads(out.read_text())
     assert {"ece", "calibration"} <= set(metrics)
@@ -114,9 +104,9 @@ def test_evaluate_writes_a_report(capsys, trained_run: Path, sample_data: Path, 
     assert "calibration: T" in err and "report:" in err
 
 
-def test_inspect_report(capsys, sample_data: Path, tmp_path: Path) -> None:
+def test_inspect_report(cli, sample_data: Path, tmp_path: Path) -> None:
     dest = tmp_path / "insp" / "data.html"
-    code, _, err = run_cli(capsys, "inspect", sample_data, "--report", dest)
+    code, _, err = cli("inspect", sample_data, "--report", dest)
     assert code == 0, err
     images = check_self_contained(dest, min_images=1)
     assert (tmp_path / "insp" / "data-samples.png").is_file()
@@ -125,11 +115,11 @@ def test_inspect_report(capsys, sample_data: Path, tmp_path: Path) -> None:
     assert "cats" in html and "dogs" in html and "Samples per class" in html
 
 
-def test_compare_runs(capsys, trained_run: Path, tmp_path: Path) -> None:
+def test_compare_runs(cli, trained_run: Path, tmp_path: Path) -> None:
     other = tmp_path / "other" / trained_run.name
     shutil.copytree(trained_run, other)
     out = tmp_path / "cmp"
-    code, stdout, err = run_cli(capsys, "compare", trained_run, other, "--out", out, "--json")
+    code, stdout, err = cli("compare", trained_run, other, "--out", out, "--json")
     assert code == 0, err
     rows = json.loads(stdout)
     assert len(rows) == 2 and rows[0]["name"] != rows[1]["name"]  # same folder name, told apart
@@ -138,7 +128,7 @@ def test_compare_runs(capsys, trained_run: Path, tmp_path: Path) -> None:
     assert rows[0]["model"] == "lite0" and rows[0]["strategy"] == "linear" and rows[0]["seconds"] > 0
     assert (out / "compare.png").is_file() and (out / "compare.csv").read_text().count("\n") == 3
     check_self_contained(out / "report.html", min_images=1)
-    code, _, err = run_cli(capsys, "compare", trained_run, tmp_path / "missing")
+    code, _, err = cli("compare", trained_run, tmp_path / "missing")
     assert code != 0 and "error:" in err
 
 
