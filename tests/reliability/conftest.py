@@ -156,13 +156,25 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory) -> BadDataset:
             p.chmod(0o644)  # let pytest clean it up
 
 
-@pytest.fixture
-def tiny_data(tmp_path: Path) -> Path:
-    """A small clean two-class dataset."""
-    root = tmp_path / "tiny"
+def color_dataset(root: Path, n: int) -> Path:
+    """``n`` small noisy PNGs per class in ``root/<class>/``: a clean two-class dataset."""
     for cls, color in COLORS.items():
-        for i in range(6):
+        for i in range(n):
             p = root / cls / f"{cls}_{i}.png"
             p.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(noisy(color, (48, 40), seed=i)).save(p)
     return root
+
+
+def train_tiny(base: Path, n: int) -> Path:
+    """A quick simple_cnn linear run (1 epoch, seed 0) on :func:`color_dataset` under ``base``; its folder."""
+    import imagefit
+
+    root = color_dataset(base / "data", n)
+    return imagefit.train(root, out=base / "run", model="simple_cnn", strategy="linear", epochs=1, seed=0).path
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A small clean two-class dataset."""
+    return color_dataset(tmp_path / "tiny", 6)

@@ -27,7 +27,7 @@ from imagefit.artifacts import META_FILE, WEIGHTS_FILE
 from imagefit.cli import main
 from imagefit.errors import ArtifactError, BadImageError
 
-from .conftest import COLORS, noisy
+from .conftest import COLORS, noisy, train_tiny
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"imagefit-pwned-{os.getpid()}"
 
@@ -61,14 +61,7 @@ def test_the_exploit_works_when_unpickled(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("artdata") / "data"
-    for cls, color in COLORS.items():
-        for i in range(5):
-            p = root / cls / f"{cls}_{i}.png"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(noisy(color, (48, 40), seed=i)).save(p)
-    run = imagefit.train(root, out=root.parent / "run", model="simple_cnn", strategy="linear", epochs=1, seed=0)
-    return run.path
+    return train_tiny(tmp_path_factory.mktemp("artdata"), 5)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from imagefit.errors import OutputError
 from imagefit.features import FeatureCache, extract
 from imagefit.predict import Predictions
 
-from .conftest import COLORS, noisy
+from .conftest import COLORS, noisy, train_tiny
 
 SRC = Path(imagefit.__file__).resolve().parent
 
@@ -195,14 +195,7 @@ def test_prediction_csv_and_cache_writes_are_atomic(tmp_path: Path, monkeypatch:
 # -- the feature cache follows content, not names -------------------------------------------
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> imagefit.Model:
-    root = tmp_path_factory.mktemp("cachedata") / "data"
-    for cls, color in COLORS.items():
-        for i in range(5):
-            p = root / cls / f"{cls}_{i}.png"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(noisy(color, (48, 40), seed=i)).save(p)
-    run = imagefit.train(root, out=root.parent / "run", model="simple_cnn", strategy="linear", epochs=1, seed=0)
-    return imagefit.load(run.path)
+    return imagefit.load(train_tiny(tmp_path_factory.mktemp("cachedata"), 5))
 
 
 def test_feature_cache_hit_on_rename_miss_on_edit(small_model: imagefit.Model, tmp_path: Path) -> None:

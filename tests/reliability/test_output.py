@@ -17,7 +17,7 @@ from imagefit.cli import main
 from imagefit.errors import OutputError
 from imagefit.train import run as run_mod
 
-from .conftest import IS_ROOT
+from .conftest import IS_ROOT, train_tiny
 
 Usage = namedtuple("Usage", "total used free")
 
@@ -81,17 +81,7 @@ def test_disk_full(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from PIL import Image
-
-    from .conftest import COLORS, noisy
-
-    root = tmp_path_factory.mktemp("outdata") / "data"
-    for cls, color in COLORS.items():
-        for i in range(4):
-            p = root / cls / f"{cls}_{i}.png"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(noisy(color, (48, 40), seed=i)).save(p)
-    return imagefit.train(root, out=root.parent / "run", model="simple_cnn", epochs=1, seed=0).path
+    return train_tiny(tmp_path_factory.mktemp("outdata"), 4)
 
 
 def test_predict_and_evaluate_check_out_first(small_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
