@@ -67,6 +67,27 @@ def compute_metrics(
     return out
 
 
+def calibrated_metrics(
+    y_true: np.ndarray,
+    probs_uncalibrated: np.ndarray,
+    probs: np.ndarray,
+    temperature: float,
+    classes: list[str],
+    train_counts: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """:func:`compute_metrics` of the calibrated probabilities, plus ``ece`` and ``calibration``.
+
+    ``calibration`` holds the temperature and log loss / ECE before (temperature 1)
+    and after scaling. Used by training (validation) and by ``Model.evaluate``.
+    """
+    from .calibrate import expected_calibration_error, summary_from_probs
+
+    metrics = compute_metrics(y_true, probs, classes, train_counts)
+    metrics["ece"] = expected_calibration_error(probs, y_true)
+    metrics["calibration"] = summary_from_probs(probs_uncalibrated, probs, y_true, temperature)
+    return metrics
+
+
 def summary_line(metrics: dict[str, Any]) -> str:
     """One human line: accuracy and log loss next to the baseline's."""
     b = metrics.get("baseline", {})

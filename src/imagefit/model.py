@@ -11,13 +11,12 @@ import numpy as np
 import torch
 
 from .artifacts import load_weights, read_meta
-from .calibrate import expected_calibration_error, summary_from_probs
 from .data.discover import ImageSet, discover, list_images
 from .data.load import SkipLog
 from .data.transforms import Preprocess
 from .engine import Engine, model_key
 from .errors import ArtifactError, DataError, ImagefitError
-from .evaluate import compute_metrics
+from .evaluate import calibrated_metrics
 from .features import FeatureCache, extract
 from .models.heads import Head, probabilities
 from .models.registry import create_backbone
@@ -147,9 +146,7 @@ class Model:
         probs = self.head_probs(values)
         probs_uncal = self.head_probs(values, 1.0)
         y = np.asarray(images.labels)[idx]
-        metrics = compute_metrics(y, probs, self.classes, self.meta.get("train_counts"))
-        metrics["ece"] = expected_calibration_error(probs, y)
-        metrics["calibration"] = summary_from_probs(probs_uncal, probs, y, self.temperature)
+        metrics = calibrated_metrics(y, probs_uncal, probs, self.temperature, self.classes, self.meta.get("train_counts"))
         metrics["n_skipped"] = len(skipped)
         metrics["skipped"] = skipped.as_list()
         metrics["tta"] = tta

@@ -54,6 +54,13 @@ def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     return torch.softmax(z, dim=1)
 
 
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Class index per row: the sign of a single logit, else the argmax."""
+    if logits.shape[-1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(1)
+
+
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Binary cross-entropy for one logit, cross-entropy otherwise; optional class weights."""
     if logits.shape[-1] == 1:

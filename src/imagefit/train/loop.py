@@ -22,7 +22,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from ..errors import ArtifactError, ImagefitError
-from ..models.heads import loss_fn
+from ..models.heads import loss_fn, predicted_classes
 from ..paths import atomic_write_bytes, atomic_write_json
 from .callbacks import Callback
 
@@ -177,7 +177,7 @@ class Trainer:
             self.optimizer.step()
             n = len(y)
             total_loss += loss.item() * n
-            correct += int((_predict(logits) == y).sum())
+            correct += int((predicted_classes(logits) == y).sum())
             seen += n
             if self.step_hook:
                 self.step_hook(n)
@@ -265,12 +265,6 @@ class Trainer:
             return int(meta["epochs_done"])
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise ArtifactError(f"checkpoint in {self.checkpoint_dir} is damaged ({type(exc).__name__}: {exc}); delete it to start over") from None
-
-
-def _predict(logits: torch.Tensor) -> torch.Tensor:
-    if logits.shape[-1] == 1:
-        return (logits[:, 0] > 0).long()
-    return logits.argmax(1)
 
 
 def _finite(obj: Any) -> Any:

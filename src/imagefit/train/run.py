@@ -29,7 +29,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from ..artifacts import META_FILE, save_run, versions
-from ..calibrate import expected_calibration_error, fit_temperature, scaled_probs, summary_from_probs
+from ..calibrate import fit_temperature, scaled_probs
 from ..config import RunConfig
 from ..data.discover import ImageSet, discover
 from ..data.load import SkipLog
@@ -39,7 +39,7 @@ from ..data.split import stratified_split
 from ..data.transforms import Preprocess
 from ..engine import Engine, PixelModel, model_key, resolve_device
 from ..errors import ArtifactError, ConfigError, DataError, OutputError
-from ..evaluate import compute_metrics
+from ..evaluate import calibrated_metrics
 from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier
 from ..models.registry import BackboneSpec, count_unfrozen, create_backbone, get_spec, state_digest, trainable_units
@@ -293,9 +293,7 @@ def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, confi
     probs_uncal = scaled_probs(val_logits, 1.0)
     probs = scaled_probs(val_logits, temperature)
     counts = train_set.counts()
-    metrics = compute_metrics(y_val, probs, train_set.classes, counts)
-    metrics["ece"] = expected_calibration_error(probs, y_val)
-    metrics["calibration"] = summary_from_probs(probs_uncal, probs, y_val, temperature)
+    metrics = calibrated_metrics(y_val, probs_uncal, probs, temperature, train_set.classes, counts)
     ui.info(
         f"calibration: temperature {temperature:.3f}, validation log loss {metrics['calibration']['log_loss_before']:.4f} -> "
         f"{metrics['calibration']['log_loss_after']:.4f}, ECE {metrics['calibration']['ece_before']:.4f} -> {metrics['calibration']['ece_after']:.4f}"
@@ -353,11 +351,10 @@ def _write_report(out: Path, meta: dict[str, Any], metrics: dict[str, Any], hist
 
 
 def _val_logs(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    from ..models.heads import loss_fn
+    from ..models.heads import loss_fn, predicted_classes
 
     loss = float(loss_fn(logits, y))
-    pred = (logits[:, 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(1)
-    return {"val_loss": loss, "val_accuracy": float((pred == y).float().mean())}
+    return {"val_loss": loss, "val_accuracy": float((predicted_classes(logits) == y).float().mean())}
 
 
 def _best(history: list[dict[str, float]], monitor: str) -> float:
