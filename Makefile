@@ -33,6 +33,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 bench: install
+	$(PY) bench/engines.py
 	$(PY) bench/train_linear.py
 	$(PY) bench/predict.py
 	$(PY) bench/load_serve.py

@@ -1,6 +1,6 @@
-"""``imagefit predict`` throughput from JPEG files vs the raw ONNX Runtime model on pre-decoded tensors.
+"""``imagefit predict`` throughput from JPEG files vs the raw engine (the model alone) on pre-decoded tensors.
 
-Both use the same exported lite0 graph in the same process. The predict figure includes reading,
+Both use the same engine (OpenVINO on CPU by default) and lite0 graph in the same process. The predict figure includes reading,
 hashing, decoding, resizing and the head; the raw figure is the engine alone on uint8 batches
 already in memory. Writes the "Prediction (CPU)" section of BENCHMARKS.md.
 Usage: ``python bench/predict.py [--images 1000]``.
@@ -34,7 +34,7 @@ def main() -> None:
         run = imagefit.train(sample / "train", val=sample / "val", out=Path(tmp) / "run")
         model = imagefit.load(run.path)
         files = sorted((DATA / "validation").rglob("*.jpg"))[: args.images]
-        model.predict(files[:16])  # builds the ONNX session; those 16 are now cached, so skip them below
+        model.predict(files[:16])  # builds the engine; those 16 are now cached, so skip them below
         files = files[16:]
         # Feature caching is part of predict; start from a cold cache for the timed files.
         t0 = time.perf_counter()
@@ -54,8 +54,8 @@ def main() -> None:
     raw_ips = reps * 64 / t_raw
     body = (
         "| path | images/s |\n| --- | ---: |\n"
-        f"| `Model.predict` on {len(files)} JPEG files (read, hash, decode, resize, ORT lite0, head) | {pred_ips:.1f} |\n"
-        f"| raw ONNX Runtime lite0 on pre-decoded uint8 batches ({engine.batch_size}/call) | {raw_ips:.1f} |\n\n"
+        f"| `Model.predict` on {len(files)} JPEG files (read, hash, decode, resize, {engine.kind} lite0, head) | {pred_ips:.1f} |\n"
+        f"| raw {engine.kind} lite0 on pre-decoded uint8 batches of 64 ({engine.batch_size} per run) | {raw_ips:.1f} |\n\n"
         f"predict reaches {100 * pred_ips / raw_ips:.0f}% of the raw model throughput.\n\n"
         f"Machine: {machine()}. Command: `python bench/predict.py {' '.join(sys.argv[1:])}`."
     )

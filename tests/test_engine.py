@@ -1,7 +1,11 @@
-"""The ONNX Runtime engine gives the torch path's numbers, on real photos."""
+"""Every CPU engine (ONNX Runtime, opt-in OpenVINO) gives the torch path's numbers, on real photos."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,10 @@ from imagefit.engine import Engine
 from imagefit.errors import ImagefitError
 
 
+def _probs(model: imagefit.Model, photos: list[Path]) -> np.ndarray:
+    return np.array([[r["probabilities"][c] for c in model.classes] for r in model.predict(photos)])
+
+
 def test_onnx_and_torch_engines_agree_on_real_photos(trained_run: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     photos = sorted((sample_data / "val").rglob("*.jpg"))
     probs = {}
@@ -20,13 +28,97 @@ def test_onnx_and_torch_engines_agree_on_real_photos(trained_run: Path, sample_d
         monkeypatch.setenv("IMAGEFIT_CACHE", str(tmp_path / kind))
         model = imagefit.load(trained_run)
         model.engine_kind = kind
-        preds = model.predict(photos)
+        probs[kind] = _probs(model, photos)
         assert model.engine.kind == kind
-        probs[kind] = np.array([[r["probabilities"][c] for c in model.classes] for r in preds])
     assert probs["onnx"].shape == (len(photos), 2)
     diff = np.abs(probs["onnx"] - probs["torch"]).max()
     print(f"max probability difference onnx vs torch: {diff:.2e}")
     assert diff < 1e-3
+
+
+# OpenVINO runs in a child process: once its TBB thread pools exist, forking from a worker thread
+# (as later tests do) can kill the process, and the test session must not be that process.
+_OPENVINO_CHECK = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import imagefit
+from imagefit.engine import Engine
+
+run, photos_file, ref_file = sys.argv[1:]
+photos = [Path(p) for p in json.loads(Path(photos_file).read_text())]
+model = imagefit.load(run)
+model.engine_kind = "openvino"
+probs = np.array([[r["probabilities"][c] for c in model.classes] for r in model.predict(photos)])
+assert model.engine.kind == "openvino", model.engine.kind
+s = model.preprocess.input_size
+x = np.random.default_rng(0).integers(0, 256, (7, s, s, 3), dtype=np.uint8)
+eng = Engine(lambda: model.backbone, model.preprocess, "order-test", "openvino")
+together, one_by_one = eng(x), np.concatenate([eng(x[i : i + 1]) for i in range(len(x))])
+print(json.dumps({"diff": float(np.abs(probs - np.load(ref_file)).max()), "order": float(np.abs(together - one_by_one).max()),
+                  "distinct": bool(not np.allclose(together[0], together[1])), "shape": list(together.shape)}))
+"""
+
+
+def test_openvino_engine_agrees_with_torch_in_a_child_process(trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    photos = sorted((sample_data / "val").rglob("*.jpg"))
+    model = imagefit.load(trained_run)
+    model.engine_kind = "torch"
+    np.save(tmp_path / "torch.npy", _probs(model, photos))
+    (tmp_path / "photos.json").write_text(json.dumps([str(p) for p in photos]))
+    env = {**os.environ, "IMAGEFIT_CACHE": str(tmp_path / "ov-cache"), "IMAGEFIT_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", _OPENVINO_CHECK, str(trained_run), str(tmp_path / "photos.json"), str(tmp_path / "torch.npy")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"max probability difference openvino vs torch: {got['diff']:.2e}")
+    assert got["diff"] < 1e-3
+    assert got["order"] < 1e-5 and got["distinct"] and got["shape"] == [7, model.meta["backbone"]["num_features"]]
+
+
+def test_auto_engine_on_cpu_is_onnx_runtime(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGEFIT_ENGINE", raising=False)
+    assert imagefit.load(trained_run).engine.kind == "onnx"
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_onnx_engine_keeps_order_across_threads(trained_run: Path, monkeypatch: pytest.MonkeyPatch, threads: str) -> None:
+    # Chunks run concurrently; outputs must come back in input order, whatever the thread count.
+    monkeypatch.setenv("IMAGEFIT_THREADS", threads)
+    model = imagefit.load(trained_run)
+    s = model.preprocess.input_size
+    x = np.random.default_rng(0).integers(0, 256, (7, s, s, 3), dtype=np.uint8)
+    eng = Engine(lambda: model.backbone, model.preprocess, "order-test", "onnx")
+    assert eng.threads == int(threads)
+    together = eng(x)
+    one_by_one = np.concatenate([eng(x[i : i + 1]) for i in range(len(x))])
+    assert together.shape == (7, model.meta["backbone"]["num_features"])
+    np.testing.assert_allclose(together, one_by_one, rtol=0, atol=1e-5)
+    assert not np.allclose(together[0], together[1])
+
+
+def test_cached_graph_needs_no_backbone(trained_run: Path, sample_data: Path) -> None:
+    # Once the graph is cached, loading and predicting never builds the torch backbone.
+    photos = sorted((sample_data / "val").rglob("*.jpg"))[:2]
+    imagefit.load(trained_run).predict(photos)  # caches the graph (and these features)
+    model = imagefit.load(trained_run)
+    model.predict(photos, tta=True)  # flipped views are not cached: the engine runs
+    assert model._backbone is None
+
+
+def test_engine_override_from_environment(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEFIT_ENGINE", "torch")
+    assert imagefit.load(trained_run).engine.kind == "torch"
+    monkeypatch.setenv("IMAGEFIT_ENGINE", "tensorrt")
+    with pytest.raises(ImagefitError, match="invalid engine: received 'tensorrt'; allowed: auto, openvino, onnx, torch"):
+        imagefit.load(trained_run).engine
+
+
+def test_bad_thread_setting(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEFIT_THREADS", "many")
+    with pytest.raises(ImagefitError, match="IMAGEFIT_THREADS.*'many'"):
+        imagefit.load(trained_run).engine
 
 
 def test_engine_refuses_float_input(trained_run: Path) -> None:

@@ -1,5 +1,5 @@
 """``python -m imagefit`` (also what torchrun launches)."""
 
-from .cli import main
+from .cli import run
 
-main()
+run()

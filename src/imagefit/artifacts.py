@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from .errors import ArtifactError, ImagefitError
@@ -142,8 +142,16 @@ def _check(value: Any, kind: type | tuple[type, ...], name: str) -> None:
         raise ArtifactError(f"{META_FILE}: {name} must be {want}, received {type(value).__name__} {value!r:.60}")
 
 
-def load_weights(folder: Path, module: torch.nn.Module) -> None:
+def load_weights(folder: Path, module: torch.nn.Module, prefix: str = "", others: tuple[str, ...] = ()) -> None:
     """Load ``model.safetensors`` into ``module``, checking names and shapes.
+
+    Args:
+        folder: The run folder.
+        module: The module to fill.
+        prefix: Load only the tensors under this name prefix (``"head."``),
+            with the prefix stripped: a submodule without building the rest.
+        others: With ``prefix``, the prefixes the file's other tensors may
+            have (``("backbone.",)``); any other name is refused.
 
     Raises:
         ArtifactError: missing or malformed file, or tensors that do not fit.
@@ -155,12 +163,18 @@ def load_weights(folder: Path, module: torch.nn.Module) -> None:
         hint = f" (found {', '.join(pickles)}: pickled files are never loaded, they can run code)" if pickles else ""
         raise ArtifactError(f"{folder}: {WEIGHTS_FILE} is missing{hint}")
     try:
-        state = load_file(str(path))
+        foreign: list[str] = []
+        if prefix:
+            with safe_open(str(path), framework="pt") as f:
+                state = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+                foreign = sorted(k for k in f.keys() if not k.startswith((prefix, *others)))
+        else:
+            state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a valid safetensors file ({exc})") from None
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(prefix + k for k in set(expected) - set(state))
+    unexpected = sorted([prefix + k for k in set(state) - set(expected)] + foreign)
     if missing or unexpected:
         raise ArtifactError(
             f"{path}: tensors do not match the model ({len(missing)} missing, e.g. {missing[:2]}; "
@@ -168,7 +182,7 @@ def load_weights(folder: Path, module: torch.nn.Module) -> None:
         )
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
-            raise ArtifactError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}")
+            raise ArtifactError(f"{path}: tensor {prefix}{k} has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}")
     try:
         module.load_state_dict(state)
     except (RuntimeError, ImagefitError) as exc:

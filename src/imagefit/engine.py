@@ -1,9 +1,19 @@
 """The fastest correct inference engine for the device at hand.
 
-On a CPU, ONNX Runtime runs EfficientNet-Lite about 3x faster than PyTorch
-channels_last and 9x faster than plain NCHW (see BENCHMARKS.md), so frozen
-backbones are exported once to ONNX, cached by weight digest, and run there.
-On a GPU, PyTorch with bf16 autocast and channels_last is used.
+Frozen backbones are exported once to ONNX (cached by weight digest) and run,
+on a CPU, by ONNX Runtime; on a GPU by PyTorch with bf16 autocast and
+channels_last. Measured on the 2-core AVX-512 machine with lite0
+(BENCHMARKS.md, bench/engines.py): ONNX Runtime with one single-threaded run
+per core ~230 images/s, PyTorch channels_last 58, plain NCHW 17.
+
+OpenVINO (``engine="openvino"`` or ``IMAGEFIT_ENGINE=openvino``, package
+``openvino``) runs the same graph about 1.3x faster than ONNX Runtime, but it
+is opt-in: its TBB thread pools do not survive ``fork``, and a long-lived
+process that loaded it and later forked from a worker thread (DataLoader
+workers, ``subprocess`` from a thread pool) died with SIGSEGV in the test
+suite. Its bf16 (AMX) mode would be 3x faster but moves probabilities by up
+to 0.07, so fp32 is forced: every engine gives the torch path's numbers (max
+probability difference < 1e-3, tested on real photos).
 
 Engines take uint8 NHWC pixels (as :meth:`Preprocess.pixels` makes them) and
 normalize inside the graph.
@@ -11,7 +21,12 @@ normalize inside the graph.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +37,10 @@ from .errors import ImagefitError
 from .export import export_onnx
 from .paths import cache_root
 
-ENGINES = ("auto", "onnx", "torch")
+ENGINES = ("auto", "openvino", "onnx", "torch")
+# Engines that run the exported ONNX graph on the CPU, and the package each needs.
+GRAPH_ENGINES = ("openvino", "onnx")
+_PACKAGE = {"openvino": "openvino", "onnx": "onnxruntime"}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -50,80 +68,160 @@ class Engine:
     """Runs a frozen module on batches of uint8 NHWC images.
 
     Args:
-        module: Maps normalized ``[N, 3, S, S]`` to ``[N, F]``.
+        module: Maps normalized ``[N, 3, S, S]`` to ``[N, F]``; or a function
+            building it, called only if the cached graph is missing or the
+            torch engine runs (so a cached graph needs no backbone at all).
         pre: The preprocessing (input size, mean, std) the module expects.
         key: Identifies the module's exact weights (for the ONNX file cache).
-        engine: ``auto`` (ONNX Runtime on CPU, torch on GPU), ``onnx`` or ``torch``.
+        engine: ``auto`` (``$IMAGEFIT_ENGINE`` if set, else ONNX Runtime on
+            CPU, torch on GPU), ``onnx``, ``openvino`` (opt-in, see the module
+            notes) or ``torch``.
         device: ``auto``, ``cpu`` or ``cuda``.
     """
 
-    def __init__(self, module: nn.Module, pre: Preprocess, key: str, engine: str = "auto", device: str = "auto"):
+    def __init__(self, module: nn.Module | Callable[[], nn.Module], pre: Preprocess, key: str, engine: str = "auto", device: str = "auto"):
+        if engine == "auto":
+            # An override for every command and the server alike, e.g. IMAGEFIT_ENGINE=onnx.
+            engine = os.environ.get("IMAGEFIT_ENGINE", "") or "auto"
         if engine not in ENGINES:
             raise ImagefitError(f"invalid engine: received {engine!r}; allowed: {', '.join(ENGINES)}")
         self.device = resolve_device(device)
         self.pre = pre
-        self.model = PixelModel(module.eval(), pre.mean, pre.std).eval()
+        self._module = module
+        self._model: PixelModel | None = None
         kind = engine
         if kind == "auto":
-            kind = "onnx" if self.device.type == "cpu" and _has_ort() else "torch"
+            kind = "torch"
+            if self.device.type == "cpu":
+                kind = "onnx" if _importable("onnxruntime") else "torch"
+        elif kind in GRAPH_ENGINES and self.device.type != "cpu":
+            raise ImagefitError(f"invalid engine for device {self.device.type}: received {engine!r}; allowed: torch, auto")
+        elif kind in GRAPH_ENGINES and not _importable(_PACKAGE[kind]):
+            raise ImagefitError(f"engine {kind!r} needs the {_PACKAGE[kind]!r} package: pip install {_PACKAGE[kind]}")
         self.kind = kind
-        # Measured on 2 cores (lite0, uint8 graph): batch 1/2/4/8/16/32 -> 149/170/187/182/161/141
-        # images/s; past 4 the activations spill the cache.
-        self.batch_size = 4 if kind == "onnx" else (256 if self.device.type == "cuda" else 32)
-        self._session = None
-        if kind == "onnx":
-            self._session = _ort_session(self.model, pre, key)
+        # ONNX Runtime: one single-threaded run per core, each on its own image, beats one run
+        # spread over all cores (depthwise convolutions on small maps scale poorly across threads).
+        # Measured on 2 cores, lite0: 2 concurrent 1-thread runs at batch 1/2/4/8/16 -> 237/227/211/
+        # 202/179 images/s; one 2-thread run at batch 4 -> 171. OpenVINO: see _openvino_runner.
+        self.batch_size = {"openvino": 2, "onnx": 1}.get(kind, 256 if self.device.type == "cuda" else 32)
+        self.threads = cpu_threads() if kind in GRAPH_ENGINES else 1
+        self._run_many: Callable[[list[np.ndarray]], list[np.ndarray]] = self._run_torch
+        self._lock = threading.Lock()
+        if kind in GRAPH_ENGINES:
+            path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
+            load = _openvino_runner if kind == "openvino" else _ort_runner
+            if not path.is_file():
+                self._export(path)
+            try:
+                self._run_many = load(path, self.threads)
+            except Exception:
+                # A damaged cached graph is rebuilt rather than trusted.
+                self._export(path)
+                self._run_many = load(path, self.threads)
         else:
             self.model.to(self.device, memory_format=torch.channels_last)
+
+    @property
+    def model(self) -> PixelModel:
+        """The torch module (uint8 NHWC in), built on first use."""
+        if self._model is None:
+            module = self._module if isinstance(self._module, nn.Module) else self._module()
+            self._model = PixelModel(module.eval(), self.pre.mean, self.pre.std).eval()
+        return self._model
+
+    def _export(self, path: Path) -> None:
+        export_onnx(self.model, path, self.pre.input_size, output_name="features", pixels=True)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run a uint8 ``[N, S, S, 3]`` batch; returns float32 outputs."""
         s = self.pre.input_size
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (s, s, 3):
             raise ImagefitError(f"engine input must be uint8 [N, {s}, {s}, 3], received {x.dtype} {tuple(x.shape)}")
+        chunks = [np.ascontiguousarray(x[start : start + self.batch_size]) for start in range(0, len(x), self.batch_size)]
+        if not chunks:
+            return np.zeros((0,), np.float32)
+        # One call at a time: each already keeps every core busy, and OpenVINO's single infer
+        # request must not be shared by two threads at once.
+        with self._lock:
+            return np.concatenate(self._run_many(chunks))
+
+    def _run_torch(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         outs = []
-        for start in range(0, len(x), self.batch_size):
-            outs.append(self._run(np.ascontiguousarray(x[start : start + self.batch_size])))
-        return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        if self._session is not None:
-            return self._session.run(None, {"input": chunk})[0]
-        t = torch.from_numpy(chunk).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return self.model(t).float().cpu().numpy()
-            return self.model(t).float().numpy()
+            for chunk in chunks:
+                t = torch.from_numpy(chunk).to(self.device, non_blocking=True)
+                if self.device.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        outs.append(self.model(t).float().cpu().numpy())
+                else:
+                    outs.append(self.model(t).float().numpy())
+        return outs
 
 
-def _has_ort() -> bool:
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def cpu_threads() -> int:
+    """Concurrent CPU inference runs: ``IMAGEFIT_THREADS``, else one per core."""
+    raw = os.environ.get("IMAGEFIT_THREADS", "")
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        n = int(raw) if raw else 0
+    except ValueError:
+        raise ImagefitError(f"invalid IMAGEFIT_THREADS: received {raw!r}; allowed: a positive integer") from None
+    return n if n > 0 else (os.cpu_count() or 1)
 
 
-def _ort_session(model: nn.Module, pre: Preprocess, key: str):  # type: ignore[no-untyped-def]
+def _ort_runner(path: Path, threads: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """One ONNX Runtime session run single-threaded from ``threads`` Python threads.
+
+    ``InferenceSession.run`` is thread-safe and releases the GIL.
+    """
     import onnxruntime as ort
 
-    path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
-    if not path.is_file():
-        export_onnx(model, path, pre.input_size, output_name="features", pixels=True)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(os.environ.get("IMAGEFIT_THREADS", 0)) or (os.cpu_count() or 1)
+    opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    # Decoder threads share the cores: spinning ORT workers would steal their time.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception:
-        # A damaged cached graph is rebuilt rather than trusted.
-        export_onnx(model, path, pre.input_size, output_name="features", pixels=True)
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="imagefit-ort") if threads > 1 else None
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input": chunk})[0]
+
+    def run_many(chunks: list[np.ndarray]) -> list[np.ndarray]:
+        if pool is None or len(chunks) == 1:
+            return [run(c) for c in chunks]
+        return list(pool.map(run, chunks))
+
+    return run_many
+
+
+def _openvino_runner(path: Path, threads: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """OpenVINO in fp32, one synchronous request spread over ``threads`` cores.
+
+    A blocking ``infer`` releases the GIL (decoder threads run meanwhile) and
+    needs no Python callbacks on OpenVINO's threads: its async queue, driven
+    from Python, crashed the interpreter later in a test session. Measured
+    on 2 cores, lite0: batch 1/2/4/8 -> 264/305/272/244 images/s, against
+    312 for two async streams.
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(str(path)),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)},
+    )
+    request = compiled.create_infer_request()
+
+    def run_many(chunks: list[np.ndarray]) -> list[np.ndarray]:
+        # Zero-copy input: each chunk is C-contiguous and outlives its call.
+        return [request.infer({0: chunk}, share_inputs=True)[0].copy() for chunk in chunks]
+
+    return run_many
 
 
 def model_key(prefix: str, digest: str) -> str:
@@ -131,4 +229,4 @@ def model_key(prefix: str, digest: str) -> str:
     return f"{prefix.replace('/', '_')}-{digest}"
 
 
-__all__ = ["ENGINES", "Engine", "PixelModel", "model_key", "resolve_device"]
+__all__ = ["ENGINES", "Engine", "PixelModel", "cpu_threads", "model_key", "resolve_device"]

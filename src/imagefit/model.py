@@ -18,8 +18,8 @@ from .engine import Engine, model_key
 from .errors import ArtifactError, DataError, ImagefitError
 from .evaluate import calibrated_metrics
 from .features import FeatureCache, extract
-from .models.heads import Head, probabilities
-from .models.registry import create_backbone
+from .models.heads import Head, ImageClassifier, probabilities
+from .models.registry import create_backbone, get_spec, state_digest
 from .predict import Predictions, make_records
 from .ui import UI
 
@@ -30,13 +30,13 @@ class Model:
     Build with :func:`imagefit.load`.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], backbone: torch.nn.Module, head: Head):
+    def __init__(self, path: Path, meta: dict[str, Any], head: Head, backbone: torch.nn.Module | None = None):
         self.path = Path(path)
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
-        self.backbone = backbone.eval()
         self.head = head.eval()
+        self._backbone = backbone.eval() if backbone is not None else None
         self.temperature = float(meta.get("temperature", 1.0))
         self._engine: Engine | None = None
         self.engine_kind = "auto"
@@ -45,6 +45,10 @@ class Model:
     def load(cls, path: str | Path) -> Model:
         """Load a run folder (safetensors + JSON only).
 
+        The head is loaded now; the backbone when first needed (the torch
+        engine, an ONNX graph not yet cached, or :attr:`backbone`): predicting
+        from a cached graph never builds it.
+
         Raises:
             ArtifactError: missing, malformed or mismatched files.
         """
@@ -52,7 +56,7 @@ class Model:
         meta = read_meta(folder)
         bb = meta["backbone"]
         try:
-            backbone, _ = create_backbone(bb["name"], pretrained=False)
+            get_spec(bb["name"])
         except ImagefitError as exc:
             raise ArtifactError(f"{folder}: {exc}") from None
         head_meta = meta["head"]
@@ -62,18 +66,33 @@ class Model:
         head = Head(n_feat, len(meta["classes"]), hidden=head_meta["hidden"], dropout=float(head_meta["dropout"]))
         if head.out_features != head_meta["out_features"]:
             raise ArtifactError(f"{folder}: head has {head_meta['out_features']} outputs but {len(meta['classes'])} classes need {head.out_features}")
-        from .models.heads import ImageClassifier
+        load_weights(folder, head, prefix="head.", others=("backbone.",))
+        return cls(folder, meta, head)
 
-        module = ImageClassifier(backbone, head)
-        load_weights(folder, module)
-        return cls(folder, meta, backbone, head)
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The torch backbone with the run's weights, built on first use.
+
+        Raises:
+            ArtifactError: the weights file does not fit the backbone.
+        """
+        if self._backbone is None:
+            try:
+                backbone, _ = create_backbone(self.meta["backbone"]["name"], pretrained=False)
+            except ImagefitError as exc:
+                raise ArtifactError(f"{self.path}: {exc}") from None
+            # The whole file is checked against the whole model (names and shapes).
+            load_weights(self.path, ImageClassifier(backbone, self.head))
+            self._backbone = backbone.eval()
+        return self._backbone
 
     @property
     def engine(self) -> Engine:
         """The backbone's inference engine, built on first use."""
         if self._engine is None:
-            digest = self.meta["backbone"].get("digest") or "unknown"
-            self._engine = Engine(self.backbone, self.preprocess, model_key(self.meta["backbone"]["name"], digest), self.engine_kind)
+            # The digest keys the cached graph; a run without one gets it from its weights.
+            digest = self.meta["backbone"].get("digest") or state_digest(self.backbone)
+            self._engine = Engine(lambda: self.backbone, self.preprocess, model_key(self.meta["backbone"]["name"], digest), self.engine_kind)
         return self._engine
 
     def _cache(self) -> FeatureCache | None:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from imagefit.data.load import load_image
-from imagefit.data.transforms import Preprocess, to_tensor
+from imagefit.data.transforms import Preprocess, _center_crop
 from imagefit.errors import ConfigError
 from imagefit.models import get_spec
 
@@ -151,7 +151,12 @@ def test_dict_round_trip_and_key() -> None:
     assert LITE0.key() == Preprocess.from_dict(LITE0.to_dict()).key()
 
 
-def test_to_tensor() -> None:
-    arrs = [LITE0(_noise((50, 60), seed=i)) for i in range(3)]
-    t = to_tensor(arrs)
-    assert t.shape == (3, 3, 224, 224) and t.dtype == torch.float32
+@pytest.mark.parametrize("size", [(10, 7), (7, 10), (224, 100), (100, 224), (225, 300), (224, 224)])
+def test_center_crop_equals_torchvision(size: tuple[int, int]) -> None:
+    from torchvision.transforms import functional as TF
+
+    img = _noise(size)
+    ours = np.asarray(_center_crop(img, 224))
+    ref = np.asarray(TF.center_crop(img, [224, 224]))
+    assert ours.shape == (224, 224, 3)
+    assert np.array_equal(ours, ref)

@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,20 @@ def test_missing_and_extra_tensors(run_copy: Path) -> None:
     state.pop(next(iter(state)))
     state["evil.extra"] = torch.zeros(1)
     save_file(state, str(run_copy / WEIGHTS_FILE))
-    assert "do not match" in load_error(run_copy)
+    msg = load_error(run_copy)
+    assert "do not match" in msg and "evil.extra" in msg
+
+
+def test_missing_backbone_tensor_fails_when_the_backbone_is_built(run_copy: Path) -> None:
+    # load() checks the head and the file's names; the backbone's tensors are checked, all of
+    # them, when it is first built (a cached ONNX graph of the same weights never needs it).
+    state = load_file(str(run_copy / WEIGHTS_FILE))
+    key = next(k for k in state if k.startswith("backbone."))
+    state.pop(key)
+    save_file(state, str(run_copy / WEIGHTS_FILE))
+    model = imagefit.load(run_copy)
+    with pytest.raises(ArtifactError, match=rf"do not match the model \(1 missing, e\.g\. \['{re.escape(key)}'\]"):
+        model.backbone
 
 
 @pytest.mark.parametrize("cut", [0, 7, 100, -10])

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..errors import BadImageError
 from .load import SkipLog, decode, read_bytes
@@ -87,6 +86,8 @@ class DeviceJpegLoader:
         return list(self._pool.map(one, chunk)) if len(chunk) > 1 else [one(i) for i in chunk]
 
     def _decode(self, chunk: list[int], raw: list[bytes | BadImageError]) -> tuple[list[torch.Tensor], list[int]]:
+        from torchvision.io import ImageReadMode, decode_jpeg  # imported on use: ~1.3 s
+
         jpeg_idx = [j for j, r in enumerate(raw) if isinstance(r, bytes) and r[:3] == _JPEG_MAGIC]
         out: dict[int, torch.Tensor] = {}
         if jpeg_idx:

