@@ -38,3 +38,14 @@ def update_section(key: str, title: str, body: str) -> None:
     tmp = BENCHMARKS.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, BENCHMARKS)
+
+
+def sample_model(tmp: Path):  # type: ignore[no-untyped-def]
+    """A lite0 linear model trained on the bundled sample, with ``IMAGEFIT_CACHE`` under ``tmp`` (cold)."""
+    os.environ["IMAGEFIT_CACHE"] = str(tmp / "cache")
+    import imagefit
+
+    sample = ROOT / "src" / "imagefit" / "sample_data"
+    run = imagefit.train(sample / "train", val=sample / "val", out=tmp / "run")
+    return imagefit.load(run.path)
+

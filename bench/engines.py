@@ -10,7 +10,6 @@ Usage: ``python bench/engines.py [--images 256] [--rounds 3]``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, ROOT, machine, update_section  # noqa: E402
+from _common import DATA, machine, sample_model, update_section  # noqa: E402
 
 
 def main() -> None:
@@ -27,18 +26,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["IMAGEFIT_CACHE"] = str(Path(tmp) / "cache")
         import numpy as np
         import openvino as ov
         import torch
 
-        import imagefit
         from imagefit.data.load import load_image
         from imagefit.engine import Engine, PixelModel
 
-        sample = ROOT / "src" / "imagefit" / "sample_data"
-        run = imagefit.train(sample / "train", val=sample / "val", out=Path(tmp) / "run")
-        model = imagefit.load(run.path)
+        model = sample_model(Path(tmp))
         files = sorted((DATA / "validation").rglob("*.jpg"))[:: max(1, 1000 // args.images)][: args.images]
         x = np.stack([model.preprocess.pixels(load_image(f)) for f in files])
         pixel = PixelModel(model.backbone, model.preprocess.mean, model.preprocess.std).eval()

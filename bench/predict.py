@@ -9,14 +9,13 @@ Usage: ``python bench/predict.py [--images 1000]``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, ROOT, machine, update_section  # noqa: E402
+from _common import DATA, machine, sample_model, update_section  # noqa: E402
 
 
 def main() -> None:
@@ -24,15 +23,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["IMAGEFIT_CACHE"] = str(Path(tmp) / "cache")
         import numpy as np
 
-        import imagefit
         from imagefit.data.load import load_image
 
-        sample = ROOT / "src" / "imagefit" / "sample_data"
-        run = imagefit.train(sample / "train", val=sample / "val", out=Path(tmp) / "run")
-        model = imagefit.load(run.path)
+        model = sample_model(Path(tmp))
         files = sorted((DATA / "validation").rglob("*.jpg"))[: args.images]
         model.predict(files[:16])  # builds the engine; those 16 are now cached, so skip them below
         files = files[16:]
