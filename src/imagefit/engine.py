@@ -3,8 +3,9 @@
 Frozen backbones are exported once to ONNX (cached by weight digest) and run,
 on a CPU, by ONNX Runtime; on a GPU by PyTorch with bf16 autocast and
 channels_last. Measured on the 2-core AVX-512 machine with lite0
-(BENCHMARKS.md, bench/engines.py): ONNX Runtime with one single-threaded run
-per core ~230 images/s, PyTorch channels_last 58, plain NCHW 17.
+(BENCHMARKS.md, bench/engines.py, 2026-11-24): ONNX Runtime with one
+single-threaded run per core 228 images/s, PyTorch fp32 58 (NCHW and
+channels_last alike), PyTorch bf16 107.
 
 OpenVINO (``engine="openvino"`` or ``IMAGEFIT_ENGINE=openvino``, package
 ``openvino``) runs the same graph about 1.3x faster than ONNX Runtime, but it
@@ -91,9 +92,7 @@ class Engine:
         self._model: PixelModel | None = None
         kind = engine
         if kind == "auto":
-            kind = "torch"
-            if self.device.type == "cpu":
-                kind = "onnx" if _importable("onnxruntime") else "torch"
+            kind = "onnx" if self.device.type == "cpu" and _importable("onnxruntime") else "torch"
         elif kind in GRAPH_ENGINES and self.device.type != "cpu":
             raise ImagefitError(f"invalid engine for device {self.device.type}: received {engine!r}; allowed: torch, auto")
         elif kind in GRAPH_ENGINES and not _importable(_PACKAGE[kind]):

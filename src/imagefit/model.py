@@ -18,7 +18,7 @@ from .engine import Engine, model_key
 from .errors import ArtifactError, DataError, ImagefitError
 from .evaluate import calibrated_metrics
 from .features import FeatureCache, extract
-from .models.heads import Head, ImageClassifier, probabilities
+from .models.heads import Head, probabilities
 from .models.registry import create_backbone, get_spec, state_digest
 from .predict import Predictions, make_records
 from .ui import UI
@@ -81,8 +81,8 @@ class Model:
                 backbone, _ = create_backbone(self.meta["backbone"]["name"], pretrained=False)
             except ImagefitError as exc:
                 raise ArtifactError(f"{self.path}: {exc}") from None
-            # The whole file is checked against the whole model (names and shapes).
-            load_weights(self.path, ImageClassifier(backbone, self.head))
+            # Every backbone tensor is checked (names and shapes); load() checked the head's.
+            load_weights(self.path, backbone, prefix="backbone.", others=("head.",))
             self._backbone = backbone.eval()
         return self._backbone
 
