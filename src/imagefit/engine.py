@@ -105,10 +105,11 @@ class Engine:
         self.batch_size = {"openvino": 2, "onnx": 1}.get(kind, 256 if self.device.type == "cuda" else 32)
         self.threads = cpu_threads() if kind in GRAPH_ENGINES else 1
         self._run_many: Callable[[list[np.ndarray]], list[np.ndarray]] = self._run_torch
+        self._run_here: Callable[[np.ndarray], np.ndarray] | None = None
         self._lock = threading.Lock()
         if kind in GRAPH_ENGINES:
             path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
-            load = _openvino_runner if kind == "openvino" else _ort_runner
+            load = _openvino_runner if kind == "openvino" else _OrtRunner
             if not path.is_file():
                 self._export(path)
             try:
@@ -117,6 +118,8 @@ class Engine:
                 # A damaged cached graph is rebuilt rather than trusted.
                 self._export(path)
                 self._run_many = load(path, self.threads)
+            if isinstance(self._run_many, _OrtRunner):
+                self._run_here = self._run_many.one
         else:
             self.model.to(self.device, memory_format=torch.channels_last)
 
@@ -133,9 +136,7 @@ class Engine:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run a uint8 ``[N, S, S, 3]`` batch; returns float32 outputs."""
-        s = self.pre.input_size
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (s, s, 3):
-            raise ImagefitError(f"engine input must be uint8 [N, {s}, {s}, 3], received {x.dtype} {tuple(x.shape)}")
+        self._check(x)
         chunks = [np.ascontiguousarray(x[start : start + self.batch_size]) for start in range(0, len(x), self.batch_size)]
         if not chunks:
             return np.zeros((0,), np.float32)
@@ -143,6 +144,30 @@ class Engine:
         # request must not be shared by two threads at once.
         with self._lock:
             return np.concatenate(self._run_many(chunks))
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether :meth:`run_here` runs in parallel when called from several threads (ONNX Runtime)."""
+        return self._run_here is not None
+
+    def run_here(self, x: np.ndarray) -> np.ndarray:
+        """Run a small uint8 batch (one photo and its views) in the calling thread.
+
+        With a :attr:`concurrent` engine, one thread per core can each decode
+        a photo and run it, with no hand-over between decode and inference
+        threads: measured on 2 cores, lite0, JPEG files to features, 199
+        images/s against 175 for decode threads feeding batched calls.
+        Other engines run it under the lock, as :meth:`__call__` does.
+        """
+        if self._run_here is None:
+            return self(x)
+        self._check(x)
+        return self._run_here(np.ascontiguousarray(x))
+
+    def _check(self, x: np.ndarray) -> None:
+        s = self.pre.input_size
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (s, s, 3):
+            raise ImagefitError(f"engine input must be uint8 [N, {s}, {s}, 3], received {x.dtype} {tuple(x.shape)}")
 
     def _run_torch(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         outs = []
@@ -171,30 +196,31 @@ def cpu_threads() -> int:
     return n if n > 0 else (os.cpu_count() or 1)
 
 
-def _ort_runner(path: Path, threads: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """One ONNX Runtime session run single-threaded from ``threads`` Python threads.
+class _OrtRunner:
+    """One ONNX Runtime session, run single-threaded from ``threads`` Python threads.
 
     ``InferenceSession.run`` is thread-safe and releases the GIL.
     """
-    import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="imagefit-ort") if threads > 1 else None
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
 
-    def run(chunk: np.ndarray) -> np.ndarray:
-        return session.run(None, {"input": chunk})[0]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="imagefit-ort") if threads > 1 else None
 
-    def run_many(chunks: list[np.ndarray]) -> list[np.ndarray]:
-        if pool is None or len(chunks) == 1:
-            return [run(c) for c in chunks]
-        return list(pool.map(run, chunks))
+    def one(self, chunk: np.ndarray) -> np.ndarray:
+        """Run one chunk in the calling thread."""
+        return self.session.run(None, {"input": chunk})[0]
 
-    return run_many
+    def __call__(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        if self.pool is None or len(chunks) == 1:
+            return [self.one(c) for c in chunks]
+        return list(self.pool.map(self.one, chunks))
 
 
 def _openvino_runner(path: Path, threads: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:

@@ -97,7 +97,7 @@ class Model:
 
     def _cache(self) -> FeatureCache | None:
         digest = self.meta["backbone"].get("digest")
-        return FeatureCache(f"{digest}-{self.preprocess.key()}") if digest else None
+        return FeatureCache.for_backbone(digest, self.preprocess) if digest else None
 
     def features(self, paths: Sequence[Path], skipped: SkipLog, *, tta: bool = False, ui: UI | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Backbone features of readable photos: ``(indices, [n, views, F])``."""

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 from .errors import OutputError
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
 
 
 def cache_root() -> Path:
@@ -41,15 +32,15 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        # mkstemp makes 0600 files; give the final file the usual umask-based mode.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        fd, tmp = _create_temp(path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):
@@ -59,6 +50,29 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
     return path
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create a new temporary file beside ``path``, making its folder if missing.
+
+    Plain ``os.open`` calls instead of ``mkdir`` + ``tempfile.mkstemp`` +
+    ``fchmod``: a feature pass writes one small file per photo, and this costs
+    a third of the time. ``O_EXCL`` with a random name is mkstemp's own
+    guarantee; mode 0666 less the umask is what any new file gets.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    made_dir = False
+    while True:
+        tmp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue  # 48 random bits collided: draw again
+        except FileNotFoundError:
+            if made_dir:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made_dir = True
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from imagefit.data import load as load_mod
-from imagefit.data.load import SkipLog, content_digest, decode, load_image, probe, read_bytes, to_rgb
+from imagefit.data.load import SkipLog, content_digest, decode, decode_array, load_image, probe, read_bytes, to_rgb
 from imagefit.errors import BadImageError, DataError
 
 RED = (220, 40, 40)
@@ -286,3 +287,101 @@ def test_skip_log() -> None:
         {"path": "/a.jpg", "reason": "empty file"},
         {"path": "/b.jpg", "reason": "not an image (unrecognized format)"},
     ]
+
+
+# -- the libjpeg-turbo fast path gives Pillow's pixels ---------------------------------
+def _pillow_only(data: bytes, draft_size: int | None = None) -> np.ndarray:
+    """What decoding gives with the fast path switched off."""
+    saved, load_mod._simplejpeg = load_mod._simplejpeg, None
+    try:
+        return np.asarray(decode(data, draft_size))
+    finally:
+        load_mod._simplejpeg = saved
+
+
+def _photo_jpeg(size: tuple[int, int], **save: object) -> bytes:
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (max(2, size[1] // 8), max(2, size[0] // 8), 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(base).resize(size, Image.Resampling.BICUBIC).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def test_fast_path_is_used_for_plain_jpegs() -> None:
+    if load_mod._simplejpeg is None:
+        pytest.skip("simplejpeg not installed")
+    calls = []
+    real = load_mod._simplejpeg.decode_jpeg
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(load_mod._simplejpeg, "decode_jpeg", lambda *a, **k: calls.append(1) or real(*a, **k))
+        decode_array(_photo_jpeg((64, 48)))
+    assert calls == [1]
+
+
+def test_fast_path_same_pixels_as_pillow_on_sample_photos(sample_data: Path) -> None:
+    photos = sorted(sample_data.rglob("*.jpg"))
+    assert photos
+    for p in photos:
+        data = p.read_bytes()
+        for draft in (None, 256, 64):
+            assert np.array_equal(decode_array(data, draft), _pillow_only(data, draft)), (p.name, draft)
+
+
+@pytest.mark.parametrize(
+    "size,save",
+    [
+        ((333, 250), {"quality": 90}),
+        ((333, 250), {"quality": 75, "progressive": True}),
+        ((301, 203), {"quality": 95, "subsampling": 0}),  # 4:4:4
+        ((301, 203), {"quality": 80, "subsampling": 1}),  # 4:2:2
+        ((1100, 700), {"quality": 85}),  # draft 1/2
+        ((2000, 1500), {"quality": 85}),  # draft 1/4
+        ((4001, 2100), {"quality": 70}),  # draft 1/8
+        ((600, 2600), {"quality": 85}),  # tall
+    ],
+)
+def test_fast_path_same_pixels_as_pillow(size: tuple[int, int], save: dict[str, object]) -> None:
+    data = _photo_jpeg(size, **save)
+    for draft in (None, 256):
+        fast = decode_array(data, draft)
+        assert fast.dtype == np.uint8 and fast.flags.c_contiguous and fast.flags.writeable
+        assert np.array_equal(fast, _pillow_only(data, draft)), draft
+
+
+@pytest.mark.parametrize("orientation", range(0, 10))
+def test_fast_path_exif_orientations_as_pillow(orientation: int) -> None:
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:10, :20] = (255, 0, 0)
+    arr[10:, 30:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", exif=exif, quality=95)
+    data = buf.getvalue()
+    fast = decode_array(data)
+    assert np.array_equal(fast, _pillow_only(data))
+    assert fast.shape[:2] == ((40, 20) if orientation in (5, 6, 7, 8) else (20, 40))
+
+
+def test_fast_path_grayscale_and_cmyk_as_pillow() -> None:
+    gray, cmyk = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.arange(48 * 64, dtype=np.uint8).reshape(48, 64)).save(gray, format="JPEG")
+    Image.new("CMYK", (30, 20), (10, 200, 30, 5)).save(cmyk, format="JPEG")
+    for data in (gray.getvalue(), cmyk.getvalue()):
+        fast = decode_array(data)
+        assert fast.shape[2] == 3
+        assert np.array_equal(fast, _pillow_only(data))
+
+
+def test_fast_path_refusals_keep_pillows_reasons(tmp_path: Path) -> None:
+    data = _jpeg_bytes((200, 150))
+    for cut in (data[: len(data) // 2], data[:-2]):
+        try:
+            expected = _pillow_only(cut)
+        except BadImageError as exc:
+            with pytest.raises(BadImageError, match=re.escape(str(exc))):
+                decode_array(cut)
+        else:
+            assert np.array_equal(decode_array(cut), expected)  # Pillow reads it: so do we
+    with pytest.raises(BadImageError, match="decompression bomb"):
+        decode_array(data, max_pixels=100)

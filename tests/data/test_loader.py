@@ -132,3 +132,41 @@ def test_train_images_with_dataloader(files: list[Path]) -> None:
     got = list(loader)
     assert [b[2].tolist() for b in got] == [[0, 1, 2, 3], [4, 5]]
     assert got[0][0].shape == (4, 3, 32, 32)
+
+
+def test_bounded_map_keeps_order_and_bounds_work_in_flight() -> None:
+    import threading
+    import time
+
+    from imagefit.data.loader import bounded_map
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def slow(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.002 * (i % 3))  # finish out of order
+        if i == 5:
+            raise ValueError("five")
+        return i * i
+
+    seen = []
+    for i, fut in bounded_map(slow, range(40), 4, 6, "test"):
+        assert len(started) <= i + 1 + 6  # never more than `ahead` beyond what was taken
+        try:
+            seen.append(fut.result())
+        except ValueError:
+            seen.append(-1)
+    assert seen == [-1 if i == 5 else i * i for i in range(40)]
+
+
+def test_bounded_map_stops_early_without_running_the_rest() -> None:
+    from imagefit.data.loader import bounded_map
+
+    ran: list[int] = []
+    for i, fut in bounded_map(ran.append, range(1000), 2, 4, "test"):
+        fut.result()
+        if i == 3:
+            break
+    assert len(ran) <= 3 + 1 + 4

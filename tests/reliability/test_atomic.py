@@ -240,3 +240,24 @@ def test_feature_cache_hit_on_rename_miss_on_edit(small_model: imagefit.Model, t
     repaired = run(files)
     assert repaired.extracted == 1
     np.testing.assert_array_equal(repaired.values, edited.values)
+
+
+def test_atomic_write_makes_missing_folders_and_respects_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        target = paths_mod.atomic_write_bytes(tmp_path / "a" / "b" / "f.bin", b"x" * 100_000, durable=False)
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"x" * 100_000
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~0o027)
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_draws_a_new_temp_name_on_collision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = iter(["same", "same", "other"])
+    monkeypatch.setattr(paths_mod.secrets, "token_hex", lambda n: next(names))
+    paths_mod.atomic_write_bytes(tmp_path / "one", b"1")
+    (tmp_path / ".two.same.tmp").write_bytes(b"someone else's")  # taken: must not be clobbered
+    paths_mod.atomic_write_bytes(tmp_path / "two", b"2")
+    assert (tmp_path / "two").read_bytes() == b"2"
+    assert (tmp_path / ".two.same.tmp").read_bytes() == b"someone else's"

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import BadImageError
-from .load import SkipLog, decode, read_bytes
+from .load import SkipLog, decode_array, read_bytes
 from .loader import default_workers
 from .transforms import Preprocess
 
@@ -66,7 +65,8 @@ class DeviceJpegLoader:
             imgs, keep = self._decode(chunk, raw)
             if not imgs:
                 continue
-            x = torch.stack([self._resize_crop(im) for im in imgs])
+            # The CPU eval transform's own resize + crop, so features match whichever path made them.
+            x = torch.stack([self.pre.resize_crop_tensor(im) for im in imgs])
             if self.augment in ("light", "heavy"):
                 flip = torch.rand(len(x), generator=generator) < 0.5
                 x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
@@ -105,11 +105,11 @@ class DeviceJpegLoader:
                 self._skip(i, str(r))
                 continue
             try:
-                img = decode(r)  # Pillow: PNG/WebP/..., CMYK or progressive edge cases, corrupt files
+                arr = decode_array(r)  # PNG/WebP/..., CMYK or progressive edge cases, corrupt files
             except BadImageError as exc:
                 self._skip(i, str(exc))
                 continue
-            out[j] = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).to(self.device)
+            out[j] = torch.from_numpy(arr).permute(2, 0, 1).to(self.device)
         keep = sorted(out)
         return [out[j] for j in keep], [chunk[j] for j in keep]
 
@@ -117,17 +117,3 @@ class DeviceJpegLoader:
         if i not in self._bad:
             self._bad.add(i)
             self.skipped.add(self.paths[i], reason)
-
-    def _resize_crop(self, img: torch.Tensor) -> torch.Tensor:
-        """Shorter side to ``resize_size`` (antialiased bicubic), then center crop; uint8 CHW."""
-        _, h, w = img.shape
-        s = self.pre.resize_size
-        nh, nw = (max(1, int(s * h / w)), s) if w <= h else (s, max(1, int(s * w / h)))
-        mode = "bicubic" if self.pre.interpolation == "bicubic" else "bilinear"
-        x = F.interpolate(img[None].float(), size=(nh, nw), mode=mode, antialias=True, align_corners=False)[0]
-        size = self.pre.input_size
-        top, left = max(0, round((nh - size) / 2)), max(0, round((nw - size) / 2))
-        x = x[:, top : top + size, left : left + size]
-        if x.shape[1] < size or x.shape[2] < size:
-            x = F.pad(x, (0, size - x.shape[2], 0, size - x.shape[1]))
-        return x.clamp_(0, 255).round_().to(torch.uint8)

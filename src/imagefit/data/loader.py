@@ -8,20 +8,22 @@ flight, whatever the number of photos.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import BadImageError
-from .load import SkipLog, content_digest, decode, read_bytes
+from .load import SkipLog, content_digest, decode, decode_array, read_bytes
 from .transforms import Preprocess
 
 
@@ -39,12 +41,39 @@ def default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
 
+def photo_views(data: bytes, pre: Preprocess, views: Sequence[str]) -> list[np.ndarray]:
+    """Decode a file's bytes and make its eval-preprocessed uint8 views (``orig`` and/or ``flip``)."""
+    base = pre.pixels(decode_array(data, draft_size=pre.resize_size))
+    return [np.ascontiguousarray(base[:, ::-1]) if view == "flip" else base for view in views]
+
+
 def _prepare(path: Path, pre: Preprocess, views: Sequence[str]) -> tuple[list[np.ndarray], str]:
     data = read_bytes(path)
-    img = decode(data, draft_size=pre.resize_size)
-    base = pre.pixels(img)
-    arrays = [np.ascontiguousarray(base[:, ::-1]) if view == "flip" else base for view in views]
-    return arrays, content_digest(data)
+    return photo_views(data, pre, views), content_digest(data)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int, name: str) -> Iterator[tuple[T, Future[R]]]:
+    """``(item, future)`` pairs in input order, computed in ``workers`` threads.
+
+    At most ``ahead`` items are in flight, whatever the number of items, so
+    memory stays bounded. The caller takes each result (or exception) from
+    its future; leaving the loop early cancels what has not started.
+    """
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    try:
+        it = iter(items)
+        pending: deque[tuple[T, Future[R]]] = deque((item, pool.submit(fn, item)) for item in itertools.islice(it, ahead))
+        while pending:
+            item, fut = pending.popleft()
+            for nxt in itertools.islice(it, 1):
+                pending.append((nxt, pool.submit(fn, nxt)))
+            yield item, fut
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def iter_batches(
@@ -70,37 +99,25 @@ def iter_batches(
         workers: Decoding threads (default: :func:`default_workers`).
         keep: Optional filter on indices, applied before decoding.
     """
-    todo = [i for i in range(len(paths)) if keep is None or keep(i)]
-    n_workers = workers or default_workers()
-    prefetch = batch_size * 3
-    with ThreadPoolExecutor(n_workers, thread_name_prefix="imagefit-decode") as pool:
-        pending: deque[tuple[int, Future[tuple[list[np.ndarray], str]]]] = deque()
-        it = iter(todo)
-        for i in it:
-            pending.append((i, pool.submit(_prepare, paths[i], pre, views)))
-            if len(pending) >= prefetch:
-                break
-        idx: list[int] = []
-        arrs: list[np.ndarray] = []
-        digs: list[str] = []
-        while pending:
-            i, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_prepare, paths[nxt], pre, views)))
-            try:
-                arrays, digest = fut.result()
-            except BadImageError as exc:
-                skipped.add(paths[i], str(exc))
-                continue
-            idx.append(i)
-            arrs.extend(arrays)
-            digs.append(digest)
-            if len(idx) >= batch_size:
-                yield Batch(idx, np.stack(arrs), digs)
-                idx, arrs, digs = [], [], []
-        if idx:
+    todo = (i for i in range(len(paths)) if keep is None or keep(i))
+    idx: list[int] = []
+    arrs: list[np.ndarray] = []
+    digs: list[str] = []
+    jobs = bounded_map(lambda i: _prepare(paths[i], pre, views), todo, workers or default_workers(), batch_size * 3, "imagefit-decode")
+    for i, fut in jobs:
+        try:
+            arrays, digest = fut.result()
+        except BadImageError as exc:
+            skipped.add(paths[i], str(exc))
+            continue
+        idx.append(i)
+        arrs.extend(arrays)
+        digs.append(digest)
+        if len(idx) >= batch_size:
             yield Batch(idx, np.stack(arrs), digs)
+            idx, arrs, digs = [], [], []
+    if idx:
+        yield Batch(idx, np.stack(arrs), digs)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

@@ -2,8 +2,9 @@
 
 The eval transform is what timm's ``resolve_data_config`` + ``create_transform``
 give for the spec (resize shorter side to ``size / crop_pct``, center crop,
-normalize); it is written with Pillow and NumPy so that it runs several times
-faster than the torchvision pipeline, and a test checks the two agree.
+normalize); it resizes with torch's antialiased uint8 kernel and normalizes
+with NumPy, several times faster than the torchvision pipeline, and a test
+checks the two agree (99.7% of pixels identical, none more than two levels apart).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from PIL import Image
 from ..errors import invalid
 
 if TYPE_CHECKING:
+    import torch
     from torchvision import transforms as T
 
+# Filters torch resamples with antialiasing exactly as Pillow does (the fast path of Preprocess.pixels).
+_TORCH_MODES = ("bicubic", "bilinear")
 _PIL_INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -84,53 +88,93 @@ class Preprocess:
         )
 
     # -- eval path ---------------------------------------------------------
-    def resize_crop(self, img: Image.Image) -> Image.Image:
-        """Resize the shorter side to :attr:`resize_size` and center-crop to the input size.
-
-        The crop is taken inside the resampling (Pillow's ``box``), so only the
-        kept pixels are computed: 35% less work than resizing the whole photo
-        and cropping after, with the same result (the filter still reads the
-        pixels around the box; mean difference < 0.01 grey levels).
-        """
-        w, h = img.size
+    def resized_shape(self, h: int, w: int) -> tuple[int, int]:
+        """(height, width) after resizing the shorter side to :attr:`resize_size` (torchvision's rounding)."""
         s = self.resize_size
-        if w <= h:
-            nw, nh = s, max(1, int(s * h / w))
-        else:
-            nw, nh = max(1, int(s * w / h)), s
-        size = self.input_size
-        if nw < size or nh < size:
-            if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), _PIL_INTERP[self.interpolation])
-            return _center_crop(img, size)
-        # torchvision's CenterCrop rounding, so both paths crop the same pixels.
-        top = int(round((nh - size) / 2.0))
-        left = int(round((nw - size) / 2.0))
-        if (nw, nh) == (w, h):
-            return img.crop((left, top, left + size, top + size))
-        sx, sy = w / nw, h / nh
-        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-        return img.resize((size, size), _PIL_INTERP[self.interpolation], box=box)
+        return (max(1, int(s * h / w)), s) if w <= h else (s, max(1, int(s * w / h)))
 
-    def normalize(self, img: Image.Image) -> np.ndarray:
-        """RGB image -> float32 CHW array, normalized with the spec's mean/std."""
-        arr = np.asarray(img, dtype=np.float32)
+    def pixels(self, img: Image.Image | np.ndarray) -> np.ndarray:
+        """Eval transform without normalization: uint8 ``[S, S, 3]``, what inference engines take.
+
+        Resize the shorter side to :attr:`resize_size`, then center-crop to the
+        input size. Bicubic and bilinear resizing run in torch's antialiased
+        uint8 kernel: Pillow's filter (what timm's transform uses) in another
+        fixed point, so on photos 99.7% of pixels come out identical and the
+        rest one level apart (rarely two), in 0.36 ms instead of Pillow's
+        0.92 ms for a 500x375 photo (2-core machine, 2026-11-24). Normalizing happens inside
+        the engine (see :class:`~imagefit.engine.PixelModel`): vectorized over
+        the batch, and 4x fewer bytes move than with float input.
+
+        Args:
+            img: An RGB Pillow image or ``uint8 [H, W, 3]`` array.
+        """
+        if self.interpolation not in _TORCH_MODES:
+            pil = img if isinstance(img, Image.Image) else Image.fromarray(img)
+            return np.asarray(self._resize_crop_pillow(pil), dtype=np.uint8)
+        import torch
+
+        arr = np.asarray(img, dtype=np.uint8)
+        if not arr.flags.writeable or not arr.flags.c_contiguous:
+            arr = np.array(arr)  # torch.from_numpy wants writable, contiguous memory (Pillow's is read-only)
+        planes = self.resize_crop_tensor(torch.from_numpy(arr).permute(2, 0, 1)).numpy()
+        # The resampler writes planar CHW. Interleave plane by plane: 4x faster than NumPy's
+        # transposing copy, and unlike torch's copy it starts no OpenMP team, whose threads
+        # would spin on the core the other photo's inference runs on (6% of a feature pass).
+        out = np.empty((*planes.shape[1:], 3), np.uint8)
+        for c in range(3):
+            out[..., c] = planes[c]
+        return out
+
+    def resize_crop_tensor(self, x: torch.Tensor, *, uint8_kernel: bool | None = None) -> torch.Tensor:
+        """:meth:`pixels` for a ``uint8 [3, H, W]`` tensor on any device; returns ``uint8 [3, S, S]``.
+
+        Args:
+            x: The image.
+            uint8_kernel: Resample in torch's uint8 kernel (default: on the
+                CPU, the only device that has one) instead of in float32 and
+                rounding; the two agree within one grey level.
+        """
+        import torch
+        from torch.nn import functional as F
+
+        mode = self.interpolation if self.interpolation in _TORCH_MODES else "bilinear"
+        if uint8_kernel is None:
+            uint8_kernel = x.device.type == "cpu"
+        nh, nw = self.resized_shape(int(x.shape[1]), int(x.shape[2]))
+        if (nh, nw) != tuple(x.shape[1:]):
+            if uint8_kernel:
+                x = F.interpolate(x[None], size=(nh, nw), mode=mode, antialias=True, align_corners=False)[0]
+            else:
+                y = F.interpolate(x[None].float(), size=(nh, nw), mode=mode, antialias=True, align_corners=False)[0]
+                x = y.clamp_(0, 255).round_().to(torch.uint8)
+        size = self.input_size
+        if nh < size or nw < size:
+            # torchvision's center_crop pads with zeros on both sides (extra column/row right/bottom).
+            ph, pw = max(0, size - nh), max(0, size - nw)
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+            nh, nw = x.shape[1:]
+        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+        return x[:, top : top + size, left : left + size]
+
+    def _resize_crop_pillow(self, img: Image.Image) -> Image.Image:
+        """The eval resize + center crop in Pillow, for filters torch has no antialiased kernel for (lanczos, nearest)."""
+        w, h = img.size
+        nh, nw = self.resized_shape(h, w)
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), _PIL_INTERP[self.interpolation])
+        return _center_crop(img, self.input_size)
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``[H, W, 3]`` pixels -> float32 CHW array, normalized with the spec's mean/std."""
+        arr = np.asarray(pixels, dtype=np.float32)
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
         arr = (arr - mean) * inv_std
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
-    def __call__(self, img: Image.Image) -> np.ndarray:
+    def __call__(self, img: Image.Image | np.ndarray) -> np.ndarray:
         """Eval transform: resize, center crop, normalize (float32 CHW)."""
-        return self.normalize(self.resize_crop(img))
-
-    def pixels(self, img: Image.Image) -> np.ndarray:
-        """Eval transform without normalization: uint8 HWC, what inference engines take.
-
-        Normalizing inside the engine (see :class:`~imagefit.engine.PixelModel`)
-        is vectorized over the batch and moves 4x fewer bytes than float input.
-        """
-        return np.asarray(self.resize_crop(img), dtype=np.uint8)
+        return self.normalize(self.pixels(img))
 
     def torchvision_eval(self) -> T.Compose:
         """The same eval transform built from torchvision (reference for tests)."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..data.load import decode
+from ..data.load import decode_array
 from ..data.transforms import Preprocess
 from ..errors import BadImageError, ConfigError, ImagefitError
 
@@ -137,8 +137,7 @@ def prepare_image(data: bytes, filename: str, pre: Preprocess, max_pixels: int) 
     if w * h > max_pixels:
         raise ServeError(413, "too_many_pixels", f"{filename}: {w}x{h} is {w * h:,} pixels; the limit is {max_pixels:,} (possible decompression bomb)")
     try:
-        img = decode(data, draft_size=pre.resize_size, max_pixels=max_pixels)
-        return pre.pixels(img)
+        return pre.pixels(decode_array(data, draft_size=pre.resize_size, max_pixels=max_pixels))
     except BadImageError as exc:
         raise ServeError(422, "invalid_image", f"{filename}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a decoder bug on hostile input must stay a 422

@@ -216,7 +216,7 @@ def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, confi
     if t.strategy in ("linear", "finetune"):
         digest = state_digest(backbone)
         eng = _engine(backbone, pre, model_key(spec.name, digest), engine, dev, info)
-        cache = FeatureCache(f"{digest}-{pre.key()}")
+        cache = FeatureCache.for_backbone(digest, pre)
         views = ("orig", "flip") if config.data.augment != "none" else ("orig",)
         if info.enabled:
             # Each rank extracts its share into the shared cache; the full passes below then only read it.
@@ -275,7 +275,7 @@ def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, confi
     else:
         eng = _engine(backbone, pre, model_key(spec.name, digest), engine, dev, info)
         val_skipped = SkipLog()
-        fva = extract(val_set.paths, eng, pre, val_skipped, cache=FeatureCache(f"{digest}-{pre.key()}"))
+        fva = extract(val_set.paths, eng, pre, val_skipped, cache=FeatureCache.for_backbone(digest, pre))
         # With --strategy full no earlier pass listed the unreadable validation
         # files (validate() keeps no log); add them, without duplicates.
         ph.skipped.extend(val_skipped)
