@@ -51,7 +51,7 @@ def main() -> None:
         f"Feature extraction of {len(paths):,} photo paths (cats_and_dogs_filtered linked {args.copies} times, no cache): "
         f"{len(feats.indices):,} feature vectors in {dt:.0f} s ({len(paths) / dt:.0f} images/s); "
         f"peak resident memory {peak:.0f} MiB (model loaded: {before:.0f} MiB). "
-        "Photos are streamed: at most a few batches are decoded at any time; only the 1280-float feature vectors are kept.\n\n"
+        "Photos are streamed: at most 4 per core are in flight at any time (a few batches with engines that take batches); only the 1280-float feature vectors are kept.\n\n"
         f"Machine: {machine()}. Command: `python bench/memory.py {' '.join(sys.argv[1:])}`."
     )
     update_section("memory", "Memory (CPU)", body)

@@ -4,8 +4,8 @@ Frozen backbones are exported once to ONNX (cached by weight digest) and run,
 on a CPU, by ONNX Runtime; on a GPU by PyTorch with bf16 autocast and
 channels_last. Measured on the 2-core AVX-512 machine with lite0
 (BENCHMARKS.md, bench/engines.py, 2026-11-24): ONNX Runtime with one
-single-threaded run per core 228 images/s, PyTorch fp32 58 (NCHW and
-channels_last alike), PyTorch bf16 107.
+single-threaded run per core 241 images/s, PyTorch fp32 55 (NCHW) and 61
+(channels_last), PyTorch bf16 121.
 
 OpenVINO (``engine="openvino"`` or ``IMAGEFIT_ENGINE=openvino``, package
 ``openvino``) runs the same graph about 1.3x faster than ONNX Runtime, but it
@@ -153,11 +153,9 @@ class Engine:
     def run_here(self, x: np.ndarray) -> np.ndarray:
         """Run a small uint8 batch (one photo and its views) in the calling thread.
 
-        With a :attr:`concurrent` engine, one thread per core can each decode
-        a photo and run it, with no hand-over between decode and inference
-        threads: measured on 2 cores, lite0, JPEG files to features, 199
-        images/s against 175 for decode threads feeding batched calls.
-        Other engines run it under the lock, as :meth:`__call__` does.
+        With a :attr:`concurrent` engine, one thread per core can each take
+        a photo from file to features (see ``features.extract``). Other
+        engines run it under the lock, as :meth:`__call__` does.
         """
         if self._run_here is None:
             return self(x)

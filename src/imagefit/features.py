@@ -124,9 +124,12 @@ def _per_photo(
 ) -> tuple[dict[int, np.ndarray], int]:
     """One thread per engine thread reads, looks up, decodes and runs one photo at a time.
 
-    No hand-over between decode threads and inference threads, no batch
-    assembly, and a cache hit costs one read and hash: the fastest CPU path.
-    One thread more than the engine has measured slower (oversubscribed cores).
+    Each file is read once (the batched path reads every file to look it up,
+    then the misses again), nothing is handed between decode and inference
+    threads, and no batch is assembled. Measured on 2 cores, lite0, 1,000
+    JPEG files, cold cache, side by side: 200.6 images/s against 197.7 for
+    the batched path with the same engine. One thread more than the engine
+    has was slower (oversubscribed cores: 75% of raw engine speed against 82%).
     """
 
     def one(i: int) -> tuple[np.ndarray, str | None]:
