@@ -129,7 +129,7 @@ def _per_photo(
     threads, and no batch is assembled. Measured on 2 cores, lite0, 1,000
     JPEG files, cold cache, side by side: 200.6 images/s against 197.7 for
     the batched path with the same engine. One thread more than the engine
-    has was slower (oversubscribed cores: 75% of raw engine speed against 82%).
+    has was slower (oversubscribed cores: 75% of the raw engine's speed against 78-82%).
     """
 
     def one(i: int) -> tuple[np.ndarray, str | None]:

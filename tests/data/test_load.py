@@ -385,3 +385,17 @@ def test_fast_path_refusals_keep_pillows_reasons(tmp_path: Path) -> None:
             assert np.array_equal(decode_array(cut), expected)  # Pillow reads it: so do we
     with pytest.raises(BadImageError, match="decompression bomb"):
         decode_array(data, max_pixels=100)
+
+
+def test_fast_path_damaged_exif_decided_by_pillow() -> None:
+    data = _jpeg_bytes((40, 30))
+    garbage = b"Exif\x00\x00" + b"MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03" + b"\xff" * 7
+    app1 = b"\xff\xe1" + (len(garbage) + 2).to_bytes(2, "big") + garbage
+    damaged = data[:2] + app1 + data[2:]
+    try:
+        expected = _pillow_only(damaged)
+    except BadImageError as exc:
+        with pytest.raises(BadImageError, match=re.escape(str(exc))):
+            decode_array(damaged)
+    else:
+        assert np.array_equal(decode_array(damaged), expected)

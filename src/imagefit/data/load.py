@@ -161,8 +161,10 @@ def _decode_jpeg(data: bytes, img: Image.Image, draft_size: int | None) -> np.nd
         return None
     if arr.shape[:2] != want:
         return None  # a scale choice other than Pillow's: keep Pillow's pixels
-    with _decode_errors():
+    try:
         orientation = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - damaged EXIF: Pillow's path decides what it means
+        return None
     return _orient(arr, orientation)
 
 

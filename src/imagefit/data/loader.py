@@ -1,9 +1,10 @@
-"""Stream decoded, preprocessed batches with decoding overlapped with inference.
+"""Stream decoded, preprocessed photos and batches, decoding overlapped with inference.
 
-Pillow releases the GIL while it decodes and resizes, so a small thread pool
-keeps a CPU inference engine fed without the start-up and pickling cost of
-worker processes. Memory stays bounded: at most ``prefetch`` batches are in
-flight, whatever the number of photos.
+libjpeg-turbo, Pillow and torch release the GIL while they decode and
+resize, so threads keep a CPU inference engine fed without the start-up and
+pickling cost of worker processes. Memory stays bounded: only a fixed number
+of photos is in flight (:func:`bounded_map`), whatever the number of photos.
+DataLoader worker processes (:class:`TrainImages`) are for augmenting training.
 """
 
 from __future__ import annotations

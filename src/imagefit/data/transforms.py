@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
     from torchvision import transforms as T
 
-# Filters torch resamples with antialiasing exactly as Pillow does (the fast path of Preprocess.pixels).
+# Filters torch resamples with Pillow's antialiasing filter (the fast path of Preprocess.pixels).
 _TORCH_MODES = ("bicubic", "bilinear")
 _PIL_INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -101,9 +101,10 @@ class Preprocess:
         uint8 kernel: Pillow's filter (what timm's transform uses) in another
         fixed point, so on photos 99.7% of pixels come out identical and the
         rest one level apart (rarely two), in 0.36 ms instead of Pillow's
-        0.92 ms for a 500x375 photo (2-core machine, 2026-11-24). Normalizing happens inside
-        the engine (see :class:`~imagefit.engine.PixelModel`): vectorized over
-        the batch, and 4x fewer bytes move than with float input.
+        0.92 ms for a 500x375 photo (2-core machine, 2026-11-24).
+        Normalizing happens inside the engine (see
+        :class:`~imagefit.engine.PixelModel`): vectorized over the batch, and
+        4x fewer bytes move than with float input.
 
         Args:
             img: An RGB Pillow image or ``uint8 [H, W, 3]`` array.
