@@ -373,16 +373,21 @@ def test_fast_path_grayscale_and_cmyk_as_pillow() -> None:
         assert np.array_equal(fast, _pillow_only(data))
 
 
+def _assert_as_pillow(data: bytes) -> None:
+    """decode_array refuses ``data`` with Pillow's reason, or gives Pillow's pixels."""
+    try:
+        expected = _pillow_only(data)
+    except BadImageError as exc:
+        with pytest.raises(BadImageError, match=re.escape(str(exc))):
+            decode_array(data)
+    else:
+        assert np.array_equal(decode_array(data), expected)  # Pillow reads it: so do we
+
+
 def test_fast_path_refusals_keep_pillows_reasons(tmp_path: Path) -> None:
     data = _jpeg_bytes((200, 150))
     for cut in (data[: len(data) // 2], data[:-2]):
-        try:
-            expected = _pillow_only(cut)
-        except BadImageError as exc:
-            with pytest.raises(BadImageError, match=re.escape(str(exc))):
-                decode_array(cut)
-        else:
-            assert np.array_equal(decode_array(cut), expected)  # Pillow reads it: so do we
+        _assert_as_pillow(cut)
     with pytest.raises(BadImageError, match="decompression bomb"):
         decode_array(data, max_pixels=100)
 
@@ -391,11 +396,4 @@ def test_fast_path_damaged_exif_decided_by_pillow() -> None:
     data = _jpeg_bytes((40, 30))
     garbage = b"Exif\x00\x00" + b"MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03" + b"\xff" * 7
     app1 = b"\xff\xe1" + (len(garbage) + 2).to_bytes(2, "big") + garbage
-    damaged = data[:2] + app1 + data[2:]
-    try:
-        expected = _pillow_only(damaged)
-    except BadImageError as exc:
-        with pytest.raises(BadImageError, match=re.escape(str(exc))):
-            decode_array(damaged)
-    else:
-        assert np.array_equal(decode_array(damaged), expected)
+    _assert_as_pillow(data[:2] + app1 + data[2:])
