@@ -105,7 +105,6 @@ class Engine:
         self.batch_size = {"openvino": 2, "onnx": 1}.get(kind, 256 if self.device.type == "cuda" else 32)
         self.threads = cpu_threads() if kind in GRAPH_ENGINES else 1
         self._run_many: Callable[[list[np.ndarray]], list[np.ndarray]] = self._run_torch
-        self._run_here: Callable[[np.ndarray], np.ndarray] | None = None
         self._lock = threading.Lock()
         if kind in GRAPH_ENGINES:
             path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
@@ -118,8 +117,6 @@ class Engine:
                 # A damaged cached graph is rebuilt rather than trusted.
                 self._export(path)
                 self._run_many = load(path, self.threads)
-            if isinstance(self._run_many, _OrtRunner):
-                self._run_here = self._run_many.one
         else:
             self.model.to(self.device, memory_format=torch.channels_last)
 
@@ -148,7 +145,7 @@ class Engine:
     @property
     def concurrent(self) -> bool:
         """Whether :meth:`run_here` runs in parallel when called from several threads (ONNX Runtime)."""
-        return self._run_here is not None
+        return isinstance(self._run_many, _OrtRunner)
 
     def run_here(self, x: np.ndarray) -> np.ndarray:
         """Run a small uint8 batch (one photo and its views) in the calling thread.
@@ -157,10 +154,10 @@ class Engine:
         a photo from file to features (see ``features.extract``). Other
         engines run it under the lock, as :meth:`__call__` does.
         """
-        if self._run_here is None:
+        if not isinstance(self._run_many, _OrtRunner):
             return self(x)
         self._check(x)
-        return self._run_here(np.ascontiguousarray(x))
+        return self._run_many.one(np.ascontiguousarray(x))
 
     def _check(self, x: np.ndarray) -> None:
         s = self.pre.input_size
