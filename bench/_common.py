@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def machine() -> str:
     import torch
 
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+
+
+def provenance() -> str:
+    """``Machine: ... Command: `python bench/<script> <args>`.``: where and how a section's figures were made."""
+    return f"Machine: {machine()}. Command: `python bench/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}`."
 
 
 def update_section(key: str, title: str, body: str) -> None:

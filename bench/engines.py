@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, machine, sample_model, update_section  # noqa: E402
+from _common import DATA, provenance, sample_model, update_section  # noqa: E402
 
 
 def main() -> None:
@@ -82,7 +82,7 @@ def main() -> None:
         f"OpenVINO fp32 runs {times['onnx'] / times['openvino']:.2f}x as fast as ONNX Runtime but is opt-in (`IMAGEFIT_ENGINE=openvino`): "
         "its TBB thread pools do not survive a fork from a worker thread, which killed the test session's process. "
         "bf16 is faster still but moves probabilities by more than the 1e-3 every engine must hold, so it is not used.\n\n"
-        f"Machine: {machine()}. Command: `python bench/engines.py {' '.join(sys.argv[1:])}`."
+        f"{provenance()}"
     )
     update_section("engines", "Inference engines (CPU)", body)
     print(body)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, machine, update_section  # noqa: E402
+from _common import DATA, provenance, update_section  # noqa: E402
 
 
 def _model(name: str, compile_: bool):  # type: ignore[no-untyped-def]
@@ -106,7 +106,7 @@ def main() -> None:
     for name, s, synth, ours, plain in rows:
         lines.append(f"| {name} | {s} | {synth:.0f} | {ours:.0f} ({100 * ours / synth:.0f}%) | {plain:.0f} | {ours / plain:.1f}x |")
     body = "\n".join(lines) + f"\n\n`imagefit train --strategy finetune --device cuda` on cats_and_dogs_filtered: {wall:.1f} s wall to validation accuracy {acc:.4f}.\n\n"
-    body += f"GPU: {torch.cuda.get_device_name()}. Batch {args.batch}, bf16 autocast, channels_last{', torch.compile' if args.compile else ''}. Machine: {machine()}. Command: `python bench/gpu_train.py {' '.join(sys.argv[1:])}`."
+    body += f"GPU: {torch.cuda.get_device_name()}. Batch {args.batch}, bf16 autocast, channels_last{', torch.compile' if args.compile else ''}. {provenance()}"
     update_section("gpu", "Training (GPU)", body)
     print(body)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, machine, update_section  # noqa: E402
+from _common import ROOT, provenance, update_section  # noqa: E402
 
 SAMPLE = ROOT / "src" / "imagefit" / "sample_data"
 
@@ -258,7 +258,7 @@ def main() -> None:
         f" and p95 latency {best.pct(95):.0f} ms instead of {u.pct(95):.0f} ms. The model is busy nearly all the time in every mode,"
         " so throughput is the model's: batching helps exactly as much as batched inference is cheaper per image."
         f" Latency at this concurrency is mostly queueing: {args.concurrency} requests in flight divided by the throughput.\n\n"
-        f"Machine: {machine()}. Command: `python bench/load_serve.py {' '.join(sys.argv[1:])}`."
+        f"{provenance()}"
     )
     print(body)
     if not args.no_write:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, machine, update_section  # noqa: E402
+from _common import DATA, provenance, update_section  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
         f"{len(feats.indices):,} feature vectors in {dt:.0f} s ({len(paths) / dt:.0f} images/s); "
         f"peak resident memory {peak:.0f} MiB (model loaded: {before:.0f} MiB). "
         "Photos are streamed: at most 4 per core are in flight at any time (a few batches with engines that take batches); only the 1280-float feature vectors are kept.\n\n"
-        f"Machine: {machine()}. Command: `python bench/memory.py {' '.join(sys.argv[1:])}`."
+        f"{provenance()}"
     )
     update_section("memory", "Memory (CPU)", body)
     print(body)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, machine, sample_model, update_section  # noqa: E402
+from _common import DATA, provenance, sample_model, update_section  # noqa: E402
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
         f"| raw {engine.kind} lite0 on pre-decoded uint8 images ({engine.batch_size} per run, {engine.threads} runs at a time) | {raw_ips:.1f} |\n\n"
         f"predict reaches {100 * pred_ips / raw_ips:.0f}% of the raw model throughput "
         f"({args.rounds} alternating rounds, each predict on a cold cache; per round: {per_round}).\n\n"
-        f"Machine: {machine()}. Command: `python bench/predict.py {' '.join(sys.argv[1:])}`."
+        f"{provenance()}"
     )
     update_section("predict", "Prediction throughput (CPU)", body)
     print(body)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, ROOT, machine, update_section  # noqa: E402
+from _common import DATA, ROOT, provenance, update_section  # noqa: E402
 
 IMAGEFIT = [sys.executable, "-m", "imagefit"]
 
@@ -164,7 +164,7 @@ def main() -> None:
     body += f"a second train on the same photos (feature cache warm, seed 1) took {imf['retrain_s']:.1f} s.\n"
     if ref is not None:
         body += f"\nSpeed-up over the reference loop, measured in the same run: {ref['wall_s'] / imf['wall_s']:.1f}x.\n"
-    body += f"\nMachine: {machine()}. Command: `python bench/train_linear.py {' '.join(sys.argv[1:])}`. Wall times include process start and model load."
+    body += f"\n{provenance()} Wall times include process start and model load."
     update_section("train", "Training on cats_and_dogs_filtered (CPU)", body)
     print(body)
 
