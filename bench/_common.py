@@ -38,7 +38,11 @@ def update_section(key: str, title: str, body: str) -> None:
     """Replace (or append) the section between ``<!-- bench:key -->`` markers in BENCHMARKS.md."""
     start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     block = f"{start}\n## {title}\n\n{body.strip()}\n{end}"
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\nFigures written by the scripts in `bench/`; each section names its machine, date and command.\n"
+    text = (
+        BENCHMARKS.read_text()
+        if BENCHMARKS.exists()
+        else "# Benchmarks\n\nFigures written by the scripts in `bench/`; each section names its machine, date and command.\n"
+    )
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = BENCHMARKS.with_suffix(".md.tmp")
@@ -54,4 +58,3 @@ def sample_model(tmp: Path):  # type: ignore[no-untyped-def]
     sample = ROOT / "src" / "imagefit" / "sample_data"
     run = imagefit.train(sample / "train", val=sample / "val", out=tmp / "run")
     return imagefit.load(run.path)
-

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, provenance, sample_model, update_section  # noqa: E402
+from _common import DATA, provenance, sample_model, update_section
 
 
 def main() -> None:
@@ -41,7 +41,9 @@ def main() -> None:
         engines: dict[str, Engine] = {kind: Engine(lambda: model.backbone, model.preprocess, key, kind) for kind in ("openvino", "onnx")}
         graph = next((Path(tmp) / "cache" / "onnx").glob("bench-*.onnx"))
         core = ov.Core()
-        ov_bf16 = core.compile_model(core.read_model(str(graph)), "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+        ov_bf16 = core.compile_model(
+            core.read_model(str(graph)), "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
+        ).create_infer_request()
         cl = PixelModel(model.backbone, model.preprocess.mean, model.preprocess.std).eval().to(memory_format=torch.channels_last)
 
         def torch_run(m: torch.nn.Module, bf16: bool) -> Callable[[np.ndarray], np.ndarray]:

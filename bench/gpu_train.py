@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, provenance, update_section  # noqa: E402
+from _common import DATA, provenance, update_section
 
 
 def _model(name: str, compile_: bool):  # type: ignore[no-untyped-def]
@@ -93,19 +93,58 @@ def main() -> None:
         order = lambda: torch.randperm(len(paths)).tolist()  # noqa: E731
         ours = _step_loop(_model(name, args.compile), _cycle(lambda: loader.batches(order(), args.batch)), args.steps)
         tf = create_transform(**resolve_data_config({}, model=timm.create_model(get_spec(name).architecture)), is_training=True)
-        dl = torch.utils.data.DataLoader(ImageFolder(str(DATA / "train"), transform=tf), batch_size=args.batch, shuffle=True, num_workers=16, pin_memory=True, persistent_workers=True, drop_last=True)
-        plain = _step_loop(_model(name, args.compile), _cycle(lambda: ((a.cuda(non_blocking=True).contiguous(memory_format=torch.channels_last), b.cuda(non_blocking=True)) for a, b in dl)), args.steps)
+        dl = torch.utils.data.DataLoader(
+            ImageFolder(str(DATA / "train"), transform=tf),
+            batch_size=args.batch,
+            shuffle=True,
+            num_workers=16,
+            pin_memory=True,
+            persistent_workers=True,
+            drop_last=True,
+        )
+        plain = _step_loop(
+            _model(name, args.compile),
+            _cycle(
+                lambda: (
+                    (a.cuda(non_blocking=True).contiguous(memory_format=torch.channels_last), b.cuda(non_blocking=True)) for a, b in dl
+                )
+            ),
+            args.steps,
+        )
         rows.append((name, s, synth, ours, plain))
         print(name, synth, ours, plain, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "imagefit", "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--strategy", "finetune", "--device", "cuda", "--out", f"{tmp}/run"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "imagefit",
+                "train",
+                str(DATA / "train"),
+                "--val",
+                str(DATA / "validation"),
+                "--strategy",
+                "finetune",
+                "--device",
+                "cuda",
+                "--out",
+                f"{tmp}/run",
+            ],
+            check=True,
+        )
         wall = time.perf_counter() - t0
         acc = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["accuracy"]
-    lines = ["| model | px | synthetic tensors img/s | imagefit JPEG path img/s (% of limit) | plain DataLoader+Pillow img/s | imagefit / plain |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| model | px | synthetic tensors img/s | imagefit JPEG path img/s (% of limit) | plain DataLoader+Pillow img/s | imagefit / plain |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, s, synth, ours, plain in rows:
         lines.append(f"| {name} | {s} | {synth:.0f} | {ours:.0f} ({100 * ours / synth:.0f}%) | {plain:.0f} | {ours / plain:.1f}x |")
-    body = "\n".join(lines) + f"\n\n`imagefit train --strategy finetune --device cuda` on cats_and_dogs_filtered: {wall:.1f} s wall to validation accuracy {acc:.4f}.\n\n"
+    body = (
+        "\n".join(lines)
+        + f"\n\n`imagefit train --strategy finetune --device cuda` on cats_and_dogs_filtered: {wall:.1f} s wall to validation accuracy {acc:.4f}.\n\n"
+    )
     body += f"GPU: {torch.cuda.get_device_name()}. Batch {args.batch}, bf16 autocast, channels_last{', torch.compile' if args.compile else ''}. {provenance()}"
     update_section("gpu", "Training (GPU)", body)
     print(body)

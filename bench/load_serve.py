@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, provenance, update_section  # noqa: E402
+from _common import ROOT, provenance, update_section
 
 SAMPLE = ROOT / "src" / "imagefit" / "sample_data"
 
@@ -128,7 +128,9 @@ async def warm_up(client: object, photos: list[tuple[str, bytes, str]], concurre
     await asyncio.gather(*(client.post("/predict", files={"files": photos[i % len(photos)]}) for i in range(2 * concurrency)))  # type: ignore[attr-defined]
 
 
-async def load_round(client: object, server_pid: int, photos: list[tuple[str, bytes, str]], n: int, concurrency: int, deadline: float, result: Result) -> None:
+async def load_round(
+    client: object, server_pid: int, photos: list[tuple[str, bytes, str]], n: int, concurrency: int, deadline: float, result: Result
+) -> None:
     """Send ``n`` requests from ``concurrency`` clients (or until ``deadline``); add the figures to ``result``."""
     import httpx
 
@@ -167,7 +169,9 @@ async def load_round(client: object, server_pid: int, photos: list[tuple[str, by
     result.model_busy_s += after["model_busy_s"] - before["model_busy_s"]
 
 
-async def load(servers: list[tuple[str, int, Result]], photos: list[tuple[str, bytes, str]], n: int, rounds: int, concurrency: int, max_seconds: float) -> None:
+async def load(
+    servers: list[tuple[str, int, Result]], photos: list[tuple[str, bytes, str]], n: int, rounds: int, concurrency: int, max_seconds: float
+) -> None:
     """``n`` requests per server, sent in ``rounds`` interleaved rounds.
 
     Interleaving spreads any background load on the machine evenly over the
@@ -184,7 +188,7 @@ async def load(servers: list[tuple[str, int, Result]], photos: list[tuple[str, b
         per_round = -(-n // rounds)
         for k in range(rounds):
             order = list(range(len(servers)))
-            order = order[k % len(order):] + order[: k % len(order)]  # rotate who goes first
+            order = order[k % len(order) :] + order[: k % len(order)]  # rotate who goes first
             for j in order:
                 _, pid, res = servers[j]
                 todo = min(per_round, n - res.sent)

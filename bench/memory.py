@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, provenance, update_section  # noqa: E402
+from _common import DATA, provenance, update_section
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, provenance, sample_model, update_section  # noqa: E402
+from _common import DATA, provenance, sample_model, update_section
 
 
 def main() -> None:

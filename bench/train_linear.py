@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, ROOT, provenance, update_section  # noqa: E402
+from _common import DATA, provenance, update_section
 
 IMAGEFIT = [sys.executable, "-m", "imagefit"]
 
@@ -31,16 +31,42 @@ def bench_imagefit(tmp: Path) -> dict[str, float]:
     env = {**os.environ, "IMAGEFIT_CACHE": str(tmp / "cache")}  # cold cache: extraction is timed
     out = tmp / "run"
     t0 = time.perf_counter()
-    subprocess.run([*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(out)], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(out)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     t1 = time.perf_counter()
     metrics_path = tmp / "eval.json"
-    subprocess.run([*IMAGEFIT, "evaluate", str(out), str(DATA / "validation"), "--out", str(metrics_path)], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*IMAGEFIT, "evaluate", str(out), str(DATA / "validation"), "--out", str(metrics_path)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     t2 = time.perf_counter()
     # A second train on the same photos (another seed) reuses the feature cache.
-    subprocess.run([*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(tmp / "run2"), "--seed", "1"], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*IMAGEFIT, "train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", str(tmp / "run2"), "--seed", "1"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     t3 = time.perf_counter()
     m = json.loads(metrics_path.read_text())
-    return {"train_s": t1 - t0, "eval_s": t2 - t1, "wall_s": t2 - t0, "accuracy": m["accuracy"], "log_loss": m["log_loss"], "retrain_s": t3 - t2, "images": 3000}
+    return {
+        "train_s": t1 - t0,
+        "eval_s": t2 - t1,
+        "wall_s": t2 - t0,
+        "accuracy": m["accuracy"],
+        "log_loss": m["log_loss"],
+        "retrain_s": t3 - t2,
+        "images": 3000,
+    }
 
 
 def bench_reference(epochs: int) -> dict[str, float]:
@@ -79,7 +105,13 @@ def bench_reference(epochs: int) -> dict[str, float]:
         for x, y in val_dl:
             correct += int((model(x).argmax(1) == y).sum())
     t2 = time.perf_counter()
-    return {"train_s": t1 - t0, "eval_s": t2 - t1, "wall_s": t2 - t0, "accuracy": correct / len(val_ds), "images": len(train_ds) * epochs + len(val_ds)}
+    return {
+        "train_s": t1 - t0,
+        "eval_s": t2 - t1,
+        "wall_s": t2 - t0,
+        "accuracy": correct / len(val_ds),
+        "images": len(train_ds) * epochs + len(val_ds),
+    }
 
 
 def bench_keras(epochs: int) -> dict[str, float] | None:
@@ -113,11 +145,16 @@ def bench_keras(epochs: int) -> dict[str, float] | None:
             layers.RandomZoom(0.2),
             layers.RandomTranslation(0.2, 0.2),
             layers.RandomFlip("horizontal"),
-            layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(),
-            layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(),
-            layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(),
-            layers.Flatten(), layers.Dropout(0.5),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(128, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(128, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dropout(0.5),
             layers.Dense(512, activation="relu"),
             layers.Dense(1, activation="sigmoid"),
         ]

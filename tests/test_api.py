@@ -203,12 +203,15 @@ def test_explicit_val_and_train_val_layout(tmp_path: Path, make_img) -> None:
     assert run2.metrics["n_images"] == 4
 
 
-@pytest.mark.parametrize(("options", "error", "pattern"), [
-    ({"model": "no_such_backbone"}, ModelError, "unknown model 'no_such_backbone'"),
-    ({"strategy": "magic"}, ConfigError, "strategy"),
-    ({"learning_rate": 0.1}, ConfigError, "invalid option: received 'learning_rate'"),
-    ({"val_split": 0.0}, ConfigError, "validation set is needed"),
-])
+@pytest.mark.parametrize(
+    ("options", "error", "pattern"),
+    [
+        ({"model": "no_such_backbone"}, ModelError, "unknown model 'no_such_backbone'"),
+        ({"strategy": "magic"}, ConfigError, "strategy"),
+        ({"learning_rate": 0.1}, ConfigError, "invalid option: received 'learning_rate'"),
+        ({"val_split": 0.0}, ConfigError, "validation set is needed"),
+    ],
+)
 def test_bad_options_fail_before_any_work(tmp_path: Path, image_folder, options: dict, error: type, pattern: str) -> None:
     data = image_folder(n_per_class=3)
     out = tmp_path / "never"

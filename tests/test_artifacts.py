@@ -137,25 +137,28 @@ def _delete(path: str):  # type: ignore[no-untyped-def]
     return edit
 
 
-@pytest.mark.parametrize(("edit", "pattern"), [
-    (_set("classes", "c0,c1"), r"classes must be list, received str"),
-    (_set("classes", ["only"]), r"classes must be a list of at least 2 strings"),
-    (_set("classes", ["a", 2]), r"classes must be a list of at least 2 strings"),
-    (_delete("classes"), r"classes must be list, received NoneType"),
-    (_set("backbone", "simple_cnn"), r"backbone must be dict, received str"),
-    (_set("backbone.name", 5), r"backbone.name must be str, received int"),
-    (_set("preprocess", [224]), r"preprocess must be dict, received list"),
-    (_set("head", None), r"head must be dict, received NoneType"),
-    (_set("head.hidden", "0"), r"head.hidden must be int, received str"),
-    (_set("head.hidden", True), r"head.hidden must be int, received bool"),
-    (_set("head.out_features", 1.0), r"head.out_features must be int, received float"),
-    (_set("head.dropout", "0.1"), r"head.dropout must be int or float, received str"),
-    (_set("temperature", -1.0), r"temperature must be a positive number, received -1.0"),
-    (_set("temperature", "1"), r"temperature must be a positive number"),
-    (_set("temperature", True), r"temperature must be a positive number"),
-    (_set("format_version", 2), r"format_version 2 is not supported"),
-    (_delete("format_version"), r"format_version None is not supported"),
-])
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (_set("classes", "c0,c1"), r"classes must be list, received str"),
+        (_set("classes", ["only"]), r"classes must be a list of at least 2 strings"),
+        (_set("classes", ["a", 2]), r"classes must be a list of at least 2 strings"),
+        (_delete("classes"), r"classes must be list, received NoneType"),
+        (_set("backbone", "simple_cnn"), r"backbone must be dict, received str"),
+        (_set("backbone.name", 5), r"backbone.name must be str, received int"),
+        (_set("preprocess", [224]), r"preprocess must be dict, received list"),
+        (_set("head", None), r"head must be dict, received NoneType"),
+        (_set("head.hidden", "0"), r"head.hidden must be int, received str"),
+        (_set("head.hidden", True), r"head.hidden must be int, received bool"),
+        (_set("head.out_features", 1.0), r"head.out_features must be int, received float"),
+        (_set("head.dropout", "0.1"), r"head.dropout must be int or float, received str"),
+        (_set("temperature", -1.0), r"temperature must be a positive number, received -1.0"),
+        (_set("temperature", "1"), r"temperature must be a positive number"),
+        (_set("temperature", True), r"temperature must be a positive number"),
+        (_set("format_version", 2), r"format_version 2 is not supported"),
+        (_delete("format_version"), r"format_version None is not supported"),
+    ],
+)
 def test_wrong_types_in_json(run_dir: Path, edit, pattern: str) -> None:  # type: ignore[no-untyped-def]
     _rewrite(run_dir, edit)
     with pytest.raises(ArtifactError, match=pattern):
@@ -196,12 +199,16 @@ def test_truncated_weights(run_dir: Path) -> None:
 
 
 def test_mismatched_shapes(run_dir: Path) -> None:
-    with pytest.raises(ArtifactError, match=r"tensor head\.net\.1\.(weight|bias) has shape \((1, 128|1,)\), the model expects \((3, 128|3,)\)"):
+    with pytest.raises(
+        ArtifactError, match=r"tensor head\.net\.1\.(weight|bias) has shape \((1, 128|1,)\), the model expects \((3, 128|3,)\)"
+    ):
         load_weights(run_dir, _model(3))
 
 
 def test_missing_and_unexpected_tensors(run_dir: Path) -> None:
-    with pytest.raises(ArtifactError, match=r"tensors do not match the model \(2 missing, e\.g\. \['head\.net\.4\.bias', 'head\.net\.4\.weight'\]"):
+    with pytest.raises(
+        ArtifactError, match=r"tensors do not match the model \(2 missing, e\.g\. \['head\.net\.4\.bias', 'head\.net\.4\.weight'\]"
+    ):
         load_weights(run_dir, _model(2, hidden=8))
 
 

@@ -60,7 +60,10 @@ def test_fitted_temperature_is_the_nll_minimum() -> None:
     scipy_opt = pytest.importorskip("scipy.optimize")
     for prior in (None, 0.5):
         ref = scipy_opt.minimize_scalar(
-            lambda u: calibration_objective(logits, y, math.exp(u), prior), bounds=(math.log(0.05), math.log(20)), method="bounded", options={"xatol": 1e-8}
+            lambda u: calibration_objective(logits, y, math.exp(u), prior),
+            bounds=(math.log(0.05), math.log(20)),
+            method="bounded",
+            options={"xatol": 1e-8},
         )
         assert fit_temperature(logits, y, prior_sd=prior) == pytest.approx(math.exp(ref.x), rel=1e-3)
     # On 500 photos the prior only nudges T towards 1.

@@ -125,7 +125,14 @@ def test_help(capsys) -> None:
 
 def test_entry_point_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "IMAGEFIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "imagefit", "train", str(tmp_path / "missing")], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    p = subprocess.run(
+        [sys.executable, "-m", "imagefit", "train", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [f"error: data not found: {tmp_path / 'missing'}"]
     assert "Traceback" not in p.stderr

@@ -10,29 +10,32 @@ from imagefit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from imagefit.errors import ConfigError
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "pattern"), [
-    (DataConfig, {"val_split": 0.95}, r"invalid val_split: received 0\.95; allowed: a number in \[0\.0, 0\.9\]"),
-    (DataConfig, {"val_split": -0.1}, r"val_split: received -0\.1"),
-    (DataConfig, {"augment": "extreme"}, r"invalid augment: received 'extreme'; allowed: none, light, heavy"),
-    (DataConfig, {"img_size": 16}, r"img_size: received 16; allowed: an integer from 32 to 1024"),
-    (DataConfig, {"workers": -1}, r"workers: received -1"),
-    (ModelConfig, {"name": ""}, r"invalid model: received ''; allowed: a backbone name"),
-    (ModelConfig, {"hidden": -5}, r"hidden: received -5"),
-    (ModelConfig, {"dropout": 1.0}, r"dropout: received 1\.0; allowed: a number in \[0\.0, 0\.95\]"),
-    (TrainConfig, {"strategy": "magic"}, r"invalid strategy: received 'magic'; allowed: linear, finetune, full"),
-    (TrainConfig, {"optimizer": "lbfgs"}, r"optimizer: received 'lbfgs'; allowed: adam, adamw, sgd"),
-    (TrainConfig, {"monitor": "f1"}, r"monitor: received 'f1'; allowed: val_loss, val_accuracy, loss, accuracy"),
-    (TrainConfig, {"epochs": 0}, r"epochs: received 0; allowed: a positive integer"),
-    (TrainConfig, {"head_epochs": 0}, r"head_epochs: received 0"),
-    (TrainConfig, {"batch_size": 0}, r"batch_size: received 0"),
-    (TrainConfig, {"lr": 0.0}, r"lr: received 0\.0; allowed: a number in \(0\.0, 10\.0\]"),
-    (TrainConfig, {"lr": 11.0}, r"lr: received 11\.0"),
-    (TrainConfig, {"weight_decay": -1e-4}, r"weight_decay: received -0\.0001"),
-    (TrainConfig, {"unfreeze": 0}, r"unfreeze: received 0; allowed: a fraction in \(0, 1\) or a whole number"),
-    (TrainConfig, {"unfreeze": 2.5}, r"unfreeze: received 2\.5"),
-    (TrainConfig, {"patience": 0}, r"patience: received \(0, 2\)"),
-    (TrainConfig, {"lr_factor": 0.0}, r"lr_factor: received 0\.0"),
-])
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "pattern"),
+    [
+        (DataConfig, {"val_split": 0.95}, r"invalid val_split: received 0\.95; allowed: a number in \[0\.0, 0\.9\]"),
+        (DataConfig, {"val_split": -0.1}, r"val_split: received -0\.1"),
+        (DataConfig, {"augment": "extreme"}, r"invalid augment: received 'extreme'; allowed: none, light, heavy"),
+        (DataConfig, {"img_size": 16}, r"img_size: received 16; allowed: an integer from 32 to 1024"),
+        (DataConfig, {"workers": -1}, r"workers: received -1"),
+        (ModelConfig, {"name": ""}, r"invalid model: received ''; allowed: a backbone name"),
+        (ModelConfig, {"hidden": -5}, r"hidden: received -5"),
+        (ModelConfig, {"dropout": 1.0}, r"dropout: received 1\.0; allowed: a number in \[0\.0, 0\.95\]"),
+        (TrainConfig, {"strategy": "magic"}, r"invalid strategy: received 'magic'; allowed: linear, finetune, full"),
+        (TrainConfig, {"optimizer": "lbfgs"}, r"optimizer: received 'lbfgs'; allowed: adam, adamw, sgd"),
+        (TrainConfig, {"monitor": "f1"}, r"monitor: received 'f1'; allowed: val_loss, val_accuracy, loss, accuracy"),
+        (TrainConfig, {"epochs": 0}, r"epochs: received 0; allowed: a positive integer"),
+        (TrainConfig, {"head_epochs": 0}, r"head_epochs: received 0"),
+        (TrainConfig, {"batch_size": 0}, r"batch_size: received 0"),
+        (TrainConfig, {"lr": 0.0}, r"lr: received 0\.0; allowed: a number in \(0\.0, 10\.0\]"),
+        (TrainConfig, {"lr": 11.0}, r"lr: received 11\.0"),
+        (TrainConfig, {"weight_decay": -1e-4}, r"weight_decay: received -0\.0001"),
+        (TrainConfig, {"unfreeze": 0}, r"unfreeze: received 0; allowed: a fraction in \(0, 1\) or a whole number"),
+        (TrainConfig, {"unfreeze": 2.5}, r"unfreeze: received 2\.5"),
+        (TrainConfig, {"patience": 0}, r"patience: received \(0, 2\)"),
+        (TrainConfig, {"lr_factor": 0.0}, r"lr_factor: received 0\.0"),
+    ],
+)
 def test_validation_says_received_and_allowed(cls: type, kwargs: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern) as info:
         cls(**kwargs)
@@ -60,7 +63,9 @@ def test_defaults_and_resolved_values() -> None:
 
 
 def test_from_options_sorts_options_into_sections() -> None:
-    c = RunConfig.from_options(model="lite1", strategy="finetune", epochs=3, lr=1e-4, seed=1, val_split=0.3, augment="light", hidden=64, pretrained=False)
+    c = RunConfig.from_options(
+        model="lite1", strategy="finetune", epochs=3, lr=1e-4, seed=1, val_split=0.3, augment="light", hidden=64, pretrained=False
+    )
     assert c.model.name == "lite1" and c.model.hidden == 64 and c.model.pretrained is False
     assert c.train.strategy == "finetune" and c.train.epochs == 3 and c.train.lr == 1e-4 and c.train.seed == 1
     assert c.data.val_split == 0.3 and c.data.augment == "light"
@@ -88,7 +93,18 @@ def test_from_options_validates_values() -> None:
 
 
 def test_dict_round_trip_through_json() -> None:
-    c = RunConfig.from_options(model="simple_cnn", strategy="full", epochs=4, lr=0.01, batch_size=8, img_size=96, augment="heavy", unfreeze=2, class_weights=True, monitor="val_accuracy")
+    c = RunConfig.from_options(
+        model="simple_cnn",
+        strategy="full",
+        epochs=4,
+        lr=0.01,
+        batch_size=8,
+        img_size=96,
+        augment="heavy",
+        unfreeze=2,
+        class_weights=True,
+        monitor="val_accuracy",
+    )
     d = json.loads(json.dumps(c.to_dict()))
     assert set(d) == {"data", "model", "train"}
     again = RunConfig.from_dict(d)
@@ -103,22 +119,28 @@ def test_from_dict_partial_and_int_for_float() -> None:
     assert c.data == DataConfig() and c.model == ModelConfig()
 
 
-@pytest.mark.parametrize(("raw", "pattern"), [
-    ([], r"config must be a JSON object, received list"),
-    ({"train": []}, r"config\.train must be an object, received list"),
-    ({"train": {"epochs": "3"}}, r"invalid train\.epochs: received '3'; allowed: a value of type int"),
-    ({"train": {"epochs": 2.5}}, r"train\.epochs: received 2\.5"),
-    ({"train": {"epochs": True}}, r"train\.epochs: received True"),
-    ({"train": {"lr": "fast"}}, r"train\.lr: received 'fast'; allowed: a value of type float"),
-    ({"train": {"lr": False}}, r"train\.lr: received False"),
-    ({"train": {"class_weights": 1}}, r"train\.class_weights: received 1; allowed: a value of type bool"),
-    ({"train": {"seed": None}}, r"train\.seed: received None"),
-    ({"model": {"name": 5}}, r"model\.name: received 5; allowed: a value of type str"),
-    ({"model": {"pretrained": "yes"}}, r"model\.pretrained: received 'yes'"),
-    ({"data": {"val_split": [0.2]}}, r"data\.val_split: received \[0\.2\]"),
-    ({"data": {"colour": 1}}, r"invalid data option: received 'colour'; allowed: augment, img_size, labels_from_filename, loader, val_split, workers"),
-    ({"train": {"strategy": "sideways"}}, r"strategy: received 'sideways'"),
-])
+@pytest.mark.parametrize(
+    ("raw", "pattern"),
+    [
+        ([], r"config must be a JSON object, received list"),
+        ({"train": []}, r"config\.train must be an object, received list"),
+        ({"train": {"epochs": "3"}}, r"invalid train\.epochs: received '3'; allowed: a value of type int"),
+        ({"train": {"epochs": 2.5}}, r"train\.epochs: received 2\.5"),
+        ({"train": {"epochs": True}}, r"train\.epochs: received True"),
+        ({"train": {"lr": "fast"}}, r"train\.lr: received 'fast'; allowed: a value of type float"),
+        ({"train": {"lr": False}}, r"train\.lr: received False"),
+        ({"train": {"class_weights": 1}}, r"train\.class_weights: received 1; allowed: a value of type bool"),
+        ({"train": {"seed": None}}, r"train\.seed: received None"),
+        ({"model": {"name": 5}}, r"model\.name: received 5; allowed: a value of type str"),
+        ({"model": {"pretrained": "yes"}}, r"model\.pretrained: received 'yes'"),
+        ({"data": {"val_split": [0.2]}}, r"data\.val_split: received \[0\.2\]"),
+        (
+            {"data": {"colour": 1}},
+            r"invalid data option: received 'colour'; allowed: augment, img_size, labels_from_filename, loader, val_split, workers",
+        ),
+        ({"train": {"strategy": "sideways"}}, r"strategy: received 'sideways'"),
+    ],
+)
 def test_from_dict_wrong_types(raw: object, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         RunConfig.from_dict(raw)

@@ -20,7 +20,9 @@ def _probs(model: imagefit.Model, photos: list[Path]) -> np.ndarray:
     return np.array([[r["probabilities"][c] for c in model.classes] for r in model.predict(photos)])
 
 
-def test_onnx_and_torch_engines_agree_on_real_photos(trained_run: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_and_torch_engines_agree_on_real_photos(
+    trained_run: Path, sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     photos = sorted((sample_data / "val").rglob("*.jpg"))
     probs = {}
     for kind in ("onnx", "torch"):
@@ -68,8 +70,13 @@ def test_openvino_engine_agrees_with_torch_in_a_child_process(trained_run: Path,
     np.save(tmp_path / "torch.npy", _probs(model, photos))
     (tmp_path / "photos.json").write_text(json.dumps([str(p) for p in photos]))
     env = {**os.environ, "IMAGEFIT_CACHE": str(tmp_path / "ov-cache"), "IMAGEFIT_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-c", _OPENVINO_CHECK, str(trained_run), str(tmp_path / "photos.json"), str(tmp_path / "torch.npy")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _OPENVINO_CHECK, str(trained_run), str(tmp_path / "photos.json"), str(tmp_path / "torch.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"max probability difference openvino vs torch: {got['diff']:.2e}")

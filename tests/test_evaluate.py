@@ -56,13 +56,15 @@ def test_good_model_beats_baseline() -> None:
 
 def test_multiclass() -> None:
     y = np.array([0, 1, 2, 2, 1])
-    p = np.array([
-        [0.7, 0.2, 0.1],
-        [0.1, 0.8, 0.1],
-        [0.2, 0.2, 0.6],
-        [0.5, 0.1, 0.4],
-        [0.3, 0.3, 0.4],
-    ])
+    p = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.2, 0.2, 0.6],
+            [0.5, 0.1, 0.4],
+            [0.3, 0.3, 0.4],
+        ]
+    )
     m = compute_metrics(y, p, ["a", "b", "c"])
     assert m["accuracy"] == pytest.approx(0.6)
     assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [1, 0, 1]]

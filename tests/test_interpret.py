@@ -67,7 +67,9 @@ def mislabeled_copy(sample_data: Path, tmp_path: Path) -> tuple[Path, list[str]]
     return dest, moved
 
 
-def test_interpret_finds_planted_mislabels(trained_run: Path, sample_data: Path, mislabeled_copy: tuple[Path, list[str]], tmp_path: Path) -> None:
+def test_interpret_finds_planted_mislabels(
+    trained_run: Path, sample_data: Path, mislabeled_copy: tuple[Path, list[str]], tmp_path: Path
+) -> None:
     data, moved = mislabeled_copy
     res = interpret(trained_run, data, val=sample_data / "val", out=tmp_path / "interp", top=8)
     flagged = {s["path"] for s in res.suspects}

@@ -16,7 +16,6 @@ from imagefit.data.discover import discover
 from imagefit.errors import DataError, OutputError
 from imagefit.kaggle import MANIFEST, kaggle_id, prep, score, submission_rows, undo, write_submission
 
-
 RED, GREEN = (220, 40, 40), (40, 200, 60)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import load, train  # noqa: E402
-from .errors import ImagefitError  # noqa: E402
-from .model import Model  # noqa: E402
-from .train.run import Run  # noqa: E402
+from .api import load, train
+from .errors import ImagefitError
+from .model import Model
+from .train.run import Run
 
 __all__ = ["ImagefitError", "Model", "Run", "__version__", "load", "train"]

@@ -115,13 +115,19 @@ def _check_values(meta: dict[str, Any], path: Path) -> None:
     _check(pre.get("input_size"), int, "preprocess.input_size")
     for key in ("mean", "std"):
         v = pre.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+        if not (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        ):
             raise ArtifactError(f"{path}: preprocess.{key} must be a list of 3 numbers, received {v!r:.60}")
     crop = pre.get("crop_pct", 0.875)
     ok = (
         16 <= pre["input_size"] <= 4096
         and all(x > 0 for x in pre["std"])
-        and isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0.05 <= crop <= 2
+        and isinstance(crop, (int, float))
+        and not isinstance(crop, bool)
+        and 0.05 <= crop <= 2
         and isinstance(pre.get("interpolation", "bicubic"), str)
     )
     if not ok:

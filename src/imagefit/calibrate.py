@@ -88,7 +88,15 @@ def calibration_objective(logits: np.ndarray, labels: np.ndarray, temperature: f
     return nll(logits, y, temperature) + penalty
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, t_min: float = T_MIN, t_max: float = T_MAX, tol: float = 1e-5, prior_sd: float | None = PRIOR_SD) -> float:
+def fit_temperature(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    t_min: float = T_MIN,
+    t_max: float = T_MAX,
+    tol: float = 1e-5,
+    prior_sd: float | None = PRIOR_SD,
+) -> float:
     """The temperature minimising the validation NLL under a weak prior that T is near 1.
 
     Args:

@@ -12,7 +12,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -52,16 +52,20 @@ def _out(obj: object) -> None:
 @app.command()
 def train(
     # Optional so that `imagefit train --resume --out RUN` works: a resumed run reads its data from RUN.
-    data: Annotated[Optional[Path], typer.Argument(help="Class folders, train/+val/ folders, cat.0.jpg-style names, or a CSV (not needed with --resume).")] = None,
-    val: Annotated[Optional[Path], typer.Option(help="Separate validation data.")] = None,
-    val_split: Annotated[Optional[float], typer.Option(help="Validation share when there is no validation data (default 0.2).")] = None,
+    data: Annotated[
+        Path | None, typer.Argument(help="Class folders, train/+val/ folders, cat.0.jpg-style names, or a CSV (not needed with --resume).")
+    ] = None,
+    val: Annotated[Path | None, typer.Option(help="Separate validation data.")] = None,
+    val_split: Annotated[float | None, typer.Option(help="Validation share when there is no validation data (default 0.2).")] = None,
     model: Annotated[str, typer.Option(help="Backbone (see `imagefit models`).")] = "lite0",
-    strategy: Annotated[Strategy, typer.Option(help="linear: frozen backbone, cached features; finetune: + last blocks; full: everything.")] = Strategy.linear,
-    img_size: Annotated[Optional[int], typer.Option(help="Input size (default: the backbone's).")] = None,
+    strategy: Annotated[
+        Strategy, typer.Option(help="linear: frozen backbone, cached features; finetune: + last blocks; full: everything.")
+    ] = Strategy.linear,
+    img_size: Annotated[int | None, typer.Option(help="Input size (default: the backbone's).")] = None,
     augment: Annotated[Augment, typer.Option(help="none, light (flip) or heavy (rotate/zoom/shift/shear/flip).")] = Augment.none,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs of the main phase (default by strategy).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Mini-batch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default by strategy).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the main phase (default by strategy).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Mini-batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default by strategy).")] = None,
     optimizer: Annotated[Optim, typer.Option(help="Optimizer.")] = Optim.adam,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
     unfreeze: Annotated[float, typer.Option(help="finetune: fraction (<1) or number (>=1) of last backbone blocks to train.")] = 0.25,
@@ -72,10 +76,12 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     labels_from_filename: Annotated[bool, typer.Option("--labels-from-filename", help="Read labels from names like cat.0.jpg.")] = False,
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start from pretrained weights.")] = True,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<model>-<strategy>-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<model>-<strategy>-<time>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     workers: Annotated[int, typer.Option(help="Decoding workers (0: automatic).")] = 0,
-    loader: Annotated[str, typer.Option(help="finetune/full image decoding: auto (GPU nvjpeg on CUDA, else Pillow), pillow, device.")] = "auto",
+    loader: Annotated[
+        str, typer.Option(help="finetune/full image decoding: auto (GPU nvjpeg on CUDA, else Pillow), pillow, device.")
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Train a classifier; writes model.safetensors, imagefit.json and history.csv to a run folder."""
@@ -88,11 +94,32 @@ def train(
     if resume and out is None:
         raise ConfigError("--resume needs --out RUN, the folder of the run to continue")
     run = imagefit.train(
-        data, val=val, out=out, resume=resume, progress=True,
-        val_split=val_split, model=model, strategy=strategy.value, img_size=img_size, augment=augment.value,
-        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, weight_decay=weight_decay,
-        unfreeze=unfreeze, hidden=hidden, dropout=dropout, class_weights=class_weights, patience=patience,
-        seed=seed, labels_from_filename=labels_from_filename, pretrained=pretrained, workers=workers, loader=loader, device=device,
+        data,
+        val=val,
+        out=out,
+        resume=resume,
+        progress=True,
+        val_split=val_split,
+        model=model,
+        strategy=strategy.value,
+        img_size=img_size,
+        augment=augment.value,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer.value,
+        weight_decay=weight_decay,
+        unfreeze=unfreeze,
+        hidden=hidden,
+        dropout=dropout,
+        class_weights=class_weights,
+        patience=patience,
+        seed=seed,
+        labels_from_filename=labels_from_filename,
+        pretrained=pretrained,
+        workers=workers,
+        loader=loader,
+        device=device,
     )
     from .evaluate import summary_line
 
@@ -107,7 +134,12 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     data: Annotated[Path, typer.Argument(help="Labeled data (any layout).")],
     tta: Annotated[bool, typer.Option("--tta", help="Average with the mirror image.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Metrics JSON (default RUN/eval-<time>.json); report.html and its PNGs go to the folder of the same name without .json.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Metrics JSON (default RUN/eval-<time>.json); report.html and its PNGs go to the folder of the same name without .json."
+        ),
+    ] = None,
     labels_from_filename: Annotated[bool, typer.Option("--labels-from-filename")] = False,
 ) -> None:
     """Evaluate a trained model on labeled data; prints and saves the metrics as JSON, writes report.html."""
@@ -140,13 +172,22 @@ def evaluate(
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (recursive).")],
-    out: Annotated[Optional[Path], typer.Option(help="CSV to write (default predictions.csv, or submission.csv with --kaggle).")] = None,
+    out: Annotated[Path | None, typer.Option(help="CSV to write (default predictions.csv, or submission.csv with --kaggle).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average with the mirror image.")] = False,
-    clip: Annotated[float, typer.Option(
-        help="Clip probabilities to [CLIP, 1-CLIP], e.g. 0.005: caps the log loss of a confident mistake at -log(CLIP). "
-        "A blunt tool next to the temperature scaling every model already has: it costs a little on every confident right answer.",
-    )] = 0.0,
-    kaggle: Annotated[bool, typer.Option("--kaggle", help="Write a Kaggle submission: id,label rows sorted by the numeric id of 1.jpg-style names, label = probability of the second class.")] = False,
+    clip: Annotated[
+        float,
+        typer.Option(
+            help="Clip probabilities to [CLIP, 1-CLIP], e.g. 0.005: caps the log loss of a confident mistake at -log(CLIP). "
+            "A blunt tool next to the temperature scaling every model already has: it costs a little on every confident right answer.",
+        ),
+    ] = 0.0,
+    kaggle: Annotated[
+        bool,
+        typer.Option(
+            "--kaggle",
+            help="Write a Kaggle submission: id,label rows sorted by the numeric id of 1.jpg-style names, label = probability of the second class.",
+        ),
+    ] = False,
 ) -> None:
     """Predict images; writes path, label and one (calibrated) probability column per class."""
     import numpy as np
@@ -203,7 +244,10 @@ def inspect_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder or CSV.")],
     labels_from_filename: Annotated[bool, typer.Option("--labels-from-filename")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Also write an HTML report here, with a grid of sample photos per class (PNG beside it).")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write an HTML report here, with a grid of sample photos per class (PNG beside it)."),
+    ] = None,
 ) -> None:
     """Class counts, imbalance ratio, unreadable files and image size range."""
     from .inspect import inspect_data
@@ -231,14 +275,20 @@ def models() -> None:
     table = Table("name", "input", "features", "weights", "offline")
     for spec in list_backbones():
         scratch = spec.weights.startswith("none")
-        table.add_row(spec.name, str(spec.input_size), str(spec.num_features), spec.weights, "n/a (scratch)" if scratch else ("yes" if weights_available(spec.name) else "no"))
+        table.add_row(
+            spec.name,
+            str(spec.input_size),
+            str(spec.num_features),
+            spec.weights,
+            "n/a (scratch)" if scratch else ("yes" if weights_available(spec.name) else "no"),
+        )
     stdout.print(table)
     stdout.print("Any timm model name also works (weights from the local Hugging Face cache, or --no-pretrained).")
 
 
 @app.command()
 def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/demo-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/demo-<time>).")] = None,
 ) -> None:
     """Train, evaluate and predict on the bundled sample of cats and dogs."""
     import imagefit
@@ -280,9 +330,11 @@ def _inspect_report(data: Path, rep: dict, path: Path, labels_from_filename: boo
 @app.command()
 def interpret(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
-    data: Annotated[Optional[Path], typer.Argument(help="Labeled data, found as `train` finds it (default: the run's own training data).")] = None,
-    val: Annotated[Optional[Path], typer.Option(help="Separate validation data.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN/interpret-<time>).")] = None,
+    data: Annotated[
+        Path | None, typer.Argument(help="Labeled data, found as `train` finds it (default: the run's own training data).")
+    ] = None,
+    val: Annotated[Path | None, typer.Option(help="Separate validation data.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/interpret-<time>).")] = None,
     top: Annotated[int, typer.Option(help="How many top losses to list and show.")] = 16,
     folds: Annotated[int, typer.Option(help="k of the k-fold out-of-fold predictions on the training photos.")] = 5,
     low: Annotated[float, typer.Option(help="Flag a training photo when its label's out-of-fold probability is below this...")] = 0.2,
@@ -297,13 +349,22 @@ def interpret(
     stdout.print(f"validation: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f} on {m['n_images']} photos")
     table = Table("photo", "true", "predicted", "p", "loss", title=f"top {min(5, len(res.top_losses))} losses")
     for r in res.top_losses[:5]:
-        table.add_row(Path(r["path"]).name, r["label"], r["predicted"], f"{r['p_predicted']:.3f}", f"{r['loss']:.2f}", style="red" if r["wrong"] else None)
+        table.add_row(
+            Path(r["path"]).name,
+            r["label"],
+            r["predicted"],
+            f"{r['p_predicted']:.3f}",
+            f"{r['loss']:.2f}",
+            style="red" if r["wrong"] else None,
+        )
     stdout.print(table)
     if res.confused:
         stdout.print("most confused: " + "; ".join(f"{p['label']} -> {p['predicted']} ({p['count']})" for p in res.confused[:5]))
     o = res.oof
     if o["folds"]:
-        stdout.print(f"training photos: {o['n_flagged']} of {o['n_train']} flagged as likely mislabeled ({o['folds']}-fold out-of-fold accuracy {o['accuracy']:.4f})")
+        stdout.print(
+            f"training photos: {o['n_flagged']} of {o['n_train']} flagged as likely mislabeled ({o['folds']}-fold out-of-fold accuracy {o['accuracy']:.4f})"
+        )
         for r in res.suspects[:10]:
             stdout.print(f"  {r['path']}: given {r['label']} ({r['p_label']:.3f}), looks {r['suggested']} ({r['p_suggested']:.3f})")
     else:
@@ -314,11 +375,12 @@ def interpret(
 @app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders.")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.png, compare.csv and report.html (default compare-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for compare.png, compare.csv and report.html (default compare-<time>).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")] = False,
 ) -> None:
     """Compare runs' validation metrics: accuracy, log loss, model, strategy, seconds."""
-    from .report.compare import comparable_note, compare as compare_runs, rich_table, write_compare_report
+    from .report.compare import comparable_note, rich_table, write_compare_report
+    from .report.compare import compare as compare_runs
 
     rows = compare_runs(runs)
     report = write_compare_report(rows, out or Path(f"compare-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -336,11 +398,12 @@ def compare(
 @app.command("kaggle-prep")
 def kaggle_prep(
     train_dir: Annotated[Path, typer.Argument(help="Flat Kaggle folder of cat.0.jpg, dog.1.jpg ...")],
-    out: Annotated[Optional[Path], typer.Option(help="Where the class folders go (default TRAIN_DIR-by-class).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where the class folders go (default TRAIN_DIR-by-class).")] = None,
     undo: Annotated[bool, typer.Option("--undo", help="Remove what an earlier kaggle-prep made (from its manifest).")] = False,
 ) -> None:
     """Organise a flat Kaggle folder into class folders of links (symbolic, else hard); nothing is copied."""
-    from .kaggle import prep, undo as undo_prep
+    from .kaggle import prep
+    from .kaggle import undo as undo_prep
 
     if undo:
         res = undo_prep(train_dir, out)
@@ -349,7 +412,9 @@ def kaggle_prep(
             console.print(f"[yellow]kept {len(res.ignored)} file(s) that are not links made by kaggle-prep, e.g. {res.ignored[0]}[/]")
         return
     res = prep(train_dir, out)
-    stdout.print(f"{res.out}: " + ", ".join(f"{k}/ {v} photos" for k, v in res.counts.items()) + f" ({res.method}s to {res.source}, nothing copied)")
+    stdout.print(
+        f"{res.out}: " + ", ".join(f"{k}/ {v} photos" for k, v in res.counts.items()) + f" ({res.method}s to {res.source}, nothing copied)"
+    )
     if res.ignored:
         console.print(f"[yellow]ignored {len(res.ignored)} file(s) without a label in the name, e.g. {res.ignored[0].name}[/]")
     stdout.print(f"manifest: {res.manifest} (undo with: imagefit kaggle-prep {train_dir}{f' --out {out}' if out else ''} --undo)")
@@ -379,7 +444,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes, each with its own model copy (1 is best on 2 cores).")] = 1,
     batch_window_ms: Annotated[float, typer.Option(help="Micro-batching wait window in ms (0: no batching).")] = 5.0,
-    max_batch: Annotated[int, typer.Option(help="Most images per model call (4 is fastest on 2 cores; more cores gain from more; see BENCHMARKS.md).")] = 4,
+    max_batch: Annotated[
+        int, typer.Option(help="Most images per model call (4 is fastest on 2 cores; more cores gain from more; see BENCHMARKS.md).")
+    ] = 4,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body in MiB (413).")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image in pixels, width x height (413).")] = 64_000_000,
     max_files: Annotated[int, typer.Option(help="Most images per request (413).")] = 32,
@@ -393,8 +460,13 @@ def serve(
         raise ImagefitError(f"serving needs the serve extra: pip install 'imagefit[serve]' ({exc})") from None
 
     settings = ServeSettings(
-        str(run), max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
-        batch_window_ms=batch_window_ms, max_batch=max_batch, timeout_s=timeout_s,
+        str(run),
+        max_upload_mb=max_upload_mb,
+        max_pixels=max_pixels,
+        max_files=max_files,
+        batch_window_ms=batch_window_ms,
+        max_batch=max_batch,
+        timeout_s=timeout_s,
     )
     run_server(settings, host=host, port=port, workers=workers)
 
@@ -457,4 +529,3 @@ def run() -> None:
         except (OSError, ValueError):
             pass  # a closed pipe (``imagefit predict ... | head``): nothing more to say
     os._exit(code)
-

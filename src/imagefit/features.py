@@ -119,8 +119,13 @@ def extract(
 
 
 def _per_photo(
-    paths: Sequence[Path], engine: Engine, pre: Preprocess, skipped: SkipLog, cache: FeatureCache | None,
-    views: tuple[str, ...], progress: Progress | None,
+    paths: Sequence[Path],
+    engine: Engine,
+    pre: Preprocess,
+    skipped: SkipLog,
+    cache: FeatureCache | None,
+    views: tuple[str, ...],
+    progress: Progress | None,
 ) -> tuple[dict[int, np.ndarray], int]:
     """One thread per engine thread reads, looks up, decodes and runs one photo at a time.
 
@@ -170,8 +175,14 @@ def _digest_file(path: Path) -> str | BadImageError:
 
 
 def _batched(
-    paths: Sequence[Path], engine: Engine, pre: Preprocess, skipped: SkipLog, cache: FeatureCache | None,
-    views: tuple[str, ...], progress: Progress | None, workers: int | None,
+    paths: Sequence[Path],
+    engine: Engine,
+    pre: Preprocess,
+    skipped: SkipLog,
+    cache: FeatureCache | None,
+    views: tuple[str, ...],
+    progress: Progress | None,
+    workers: int | None,
 ) -> tuple[dict[int, np.ndarray], int]:
     """Decode threads feed batches to the engine (torch on a GPU, OpenVINO); cache hits found first."""
     found: dict[int, np.ndarray] = {}
@@ -188,7 +199,9 @@ def _batched(
             progress(len(found))
     todo = len(paths) - len(found)
     computed = 0
-    for batch in iter_batches(paths, pre, max(32, engine.batch_size * 2), skipped, views=views, workers=workers, keep=lambda i: i not in found):
+    for batch in iter_batches(
+        paths, pre, max(32, engine.batch_size * 2), skipped, views=views, workers=workers, keep=lambda i: i not in found
+    ):
         out = engine(batch.arrays).reshape(len(batch.indices), len(views), -1)
         for j, i in enumerate(batch.indices):
             found[i] = out[j]

@@ -73,7 +73,12 @@ def confused_pairs(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> l
     cm = np.asarray(matrix, dtype=np.int64)
     rows = cm.sum(1)
     pairs = [
-        {"label": classes[i], "predicted": classes[j], "count": int(cm[i, j]), "share_of_label": float(cm[i, j] / rows[i]) if rows[i] else 0.0}
+        {
+            "label": classes[i],
+            "predicted": classes[j],
+            "count": int(cm[i, j]),
+            "share_of_label": float(cm[i, j] / rows[i]) if rows[i] else 0.0,
+        }
         for i in range(len(classes))
         for j in range(len(classes))
         if i != j and cm[i, j] > 0
@@ -81,7 +86,9 @@ def confused_pairs(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> l
     return sorted(pairs, key=lambda r: (-r["count"], -r["share_of_label"]))
 
 
-def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0, c: float = 0.1) -> tuple[np.ndarray, int]:
+def out_of_fold_probs(
+    features: np.ndarray, labels: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0, c: float = 0.1
+) -> tuple[np.ndarray, int]:
     """Out-of-fold probabilities of a standardised logistic regression, ``[N, n_classes]``.
 
     Args:
@@ -121,7 +128,9 @@ def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, n_classes: int, 
     return out, k
 
 
-def find_suspects(paths: Sequence[Path], labels: np.ndarray, oof: np.ndarray, classes: Sequence[str], low: float = 0.2, high: float = 0.7) -> list[dict[str, Any]]:
+def find_suspects(
+    paths: Sequence[Path], labels: np.ndarray, oof: np.ndarray, classes: Sequence[str], low: float = 0.2, high: float = 0.7
+) -> list[dict[str, Any]]:
     """Training photos whose out-of-fold probability of their label is below ``low`` while another class is above ``high``.
 
     Sorted most suspicious (lowest probability of the given label) first.
@@ -134,7 +143,15 @@ def find_suspects(paths: Sequence[Path], labels: np.ndarray, oof: np.ndarray, cl
         other[y] = -1.0
         j = int(other.argmax())
         if row[y] < low and row[j] >= high:
-            out.append({"path": str(paths[i]), "label": classes[int(y)], "suggested": classes[j], "p_label": float(row[y]), "p_suggested": float(row[j])})
+            out.append(
+                {
+                    "path": str(paths[i]),
+                    "label": classes[int(y)],
+                    "suggested": classes[j],
+                    "p_label": float(row[y]),
+                    "p_suggested": float(row[j]),
+                }
+            )
     return sorted(out, key=lambda r: r["p_label"])
 
 
@@ -225,7 +242,9 @@ def interpret(
     out_dir = Path(out) if out else run / f"interpret-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [
-        atomic_write_text(out_dir / "top_losses.csv", _csv(losses, ["path", "label", "predicted", "p_predicted", "p_label", "loss", "wrong"])),
+        atomic_write_text(
+            out_dir / "top_losses.csv", _csv(losses, ["path", "label", "predicted", "p_predicted", "p_label", "loss", "wrong"])
+        ),
         atomic_write_text(out_dir / "confused_pairs.csv", _csv(pairs, ["label", "predicted", "count", "share_of_label"])),
         atomic_write_text(out_dir / "suspected_mislabels.csv", _csv(suspects, ["path", "label", "suggested", "p_label", "p_suggested"])),
     ]
@@ -237,31 +256,60 @@ def interpret(
 
     figs = Figures(out_dir)
     loss_items = [
-        {"path": r["path"], "caption": f"{r['predicted']} {r['p_predicted']:.3f}\ntrue {r['label']}, loss {r['loss']:.2f}", "color": plots.RED if r["wrong"] else plots.GREEN}
+        {
+            "path": r["path"],
+            "caption": f"{r['predicted']} {r['p_predicted']:.3f}\ntrue {r['label']}, loss {r['loss']:.2f}",
+            "color": plots.RED if r["wrong"] else plots.GREEN,
+        }
         for r in losses
     ]
-    sus_items = [{"path": r["path"], "caption": f"given {r['label']} ({r['p_label']:.3f})\nlooks {r['suggested']} ({r['p_suggested']:.3f})", "color": plots.RED} for r in suspects[:24]]
+    sus_items = [
+        {
+            "path": r["path"],
+            "caption": f"given {r['label']} ({r['p_label']:.3f})\nlooks {r['suggested']} ({r['p_suggested']:.3f})",
+            "color": plots.RED,
+        }
+        for r in suspects[:24]
+    ]
     m = ev.metrics
     body = [
         "<h2>Validation</h2>",
-        table(["metric", "model", "dummy baseline"], [["accuracy", m["accuracy"], m["baseline"]["accuracy"]], ["log loss", m["log_loss"], m["baseline"]["log_loss"]], ["photos", m["n_images"], m["n_images"]]]),
+        table(
+            ["metric", "model", "dummy baseline"],
+            [
+                ["accuracy", m["accuracy"], m["baseline"]["accuracy"]],
+                ["log loss", m["log_loss"], m["baseline"]["log_loss"]],
+                ["photos", m["n_images"], m["n_images"]],
+            ],
+        ),
         f"<h2>Top {len(losses)} losses</h2>",
-        "<p class=\"note\">The validation photos the model is most confidently wrong about (highest log loss first): "
+        '<p class="note">The validation photos the model is most confidently wrong about (highest log loss first): '
         "predicted class and probability, true class, and the photo's loss. Wrong predictions are red.</p>",
         figs.add("top_losses", plots.image_grid(loss_items, cols=min(6, max(1, len(loss_items)))), "top losses"),
         "<h2>Most confused pairs</h2>",
-        table(["true class", "predicted as", "photos", "share of the true class"], [[p["label"], p["predicted"], p["count"], p["share_of_label"]] for p in pairs[:20]])
-        if pairs else "<p>No confusions.</p>",
+        table(
+            ["true class", "predicted as", "photos", "share of the true class"],
+            [[p["label"], p["predicted"], p["count"], p["share_of_label"]] for p in pairs[:20]],
+        )
+        if pairs
+        else "<p>No confusions.</p>",
         "<h2>Likely mislabeled training photos</h2>",
-        f"<p class=\"note\">Out-of-fold predictions of a logistic regression on the backbone features ({k} folds; each photo scored by a "
+        f'<p class="note">Out-of-fold predictions of a logistic regression on the backbone features ({k} folds; each photo scored by a '
         f"model that never saw it). Flagged: probability of the given label below {low:g} while another class has at least {high:g}. "
         f"{len(suspects)} of {len(y_train)} training photos flagged"
         + (f"; out-of-fold accuracy {oof_info['accuracy']:.4f}" if k else "; too few photos per class for k-fold")
         + ". Check them by eye: a flagged photo can be right and just unusual.</p>",
     ]
     if suspects:
-        body.append(figs.add("suspected_mislabels", plots.image_grid(sus_items, cols=min(6, len(sus_items))), "likely mislabeled training photos"))
-        body.append(table(["photo", "given label", "looks like", "p(given)", "p(looks like)"], [[Path(r["path"]).name, r["label"], r["suggested"], r["p_label"], r["p_suggested"]] for r in suspects[:100]]))
+        body.append(
+            figs.add("suspected_mislabels", plots.image_grid(sus_items, cols=min(6, len(sus_items))), "likely mislabeled training photos")
+        )
+        body.append(
+            table(
+                ["photo", "given label", "looks like", "p(given)", "p(looks like)"],
+                [[Path(r["path"]).name, r["label"], r["suggested"], r["p_label"], r["p_suggested"]] for r in suspects[:100]],
+            )
+        )
     body.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{esc(f.name)}</code></li>" for f in files) + "</ul>")
     subtitle = f"run <code>{esc(run)}</code> on <code>{esc(train_set.source)}</code> (training, {len(y_train)} photos) and <code>{esc(val_set.source)}</code> (validation, {m['n_images']} photos)."
     report = atomic_write_text(out_dir / REPORT_FILE, page(f"imagefit interpret {run.name}", subtitle, body))

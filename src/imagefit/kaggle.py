@@ -125,8 +125,13 @@ def prep(train_dir: str | Path, out: str | Path | None = None) -> PrepResult:
         raise OutputError(f"kaggle-prep: cannot link {src} into {out_dir} without copying ({exc.strerror or exc})") from None
     manifest = atomic_write_json(
         out_dir / MANIFEST,
-        {"source": str(src_dir.resolve()), "method": method, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-         "dirs": [str(d.relative_to(out_dir)) for d in made_dirs], "links": done},
+        {
+            "source": str(src_dir.resolve()),
+            "method": method,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "dirs": [str(d.relative_to(out_dir)) for d in made_dirs],
+            "links": done,
+        },
     )
     return PrepResult(src_dir, out_dir, method or "symlink", dict(sorted(counts.items())), ignored, manifest)
 
@@ -188,7 +193,9 @@ def kaggle_id(path: str | Path) -> int:
     return int(stem)
 
 
-def submission_rows(paths: list[Path], probs: np.ndarray, classes: list[str], missing: list[Path] | None = None) -> tuple[list[str], list[list[Any]]]:
+def submission_rows(
+    paths: list[Path], probs: np.ndarray, classes: list[str], missing: list[Path] | None = None
+) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of a submission, sorted by numeric id.
 
     Two classes give ``id,label`` with ``label`` = probability of the second
@@ -236,7 +243,9 @@ def _read_id_label(path: Path, what: str) -> dict[int, float]:
                 try:
                     i, v = int(str(r[cols["id"]]).strip()), float(str(r[cols["label"]]).strip())
                 except ValueError:
-                    raise DataError(f"{path}:{n}: id must be an integer and label a number; received {r[cols['id']]!r}, {r[cols['label']]!r}") from None
+                    raise DataError(
+                        f"{path}:{n}: id must be an integer and label a number; received {r[cols['id']]!r}, {r[cols['label']]!r}"
+                    ) from None
                 if i in out:
                     raise DataError(f"{path}:{n}: id {i} appears twice")
                 if not math.isfinite(v):

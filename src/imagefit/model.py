@@ -65,7 +65,9 @@ class Model:
             raise ArtifactError(f"{folder}: backbone.num_features must be a positive integer")
         head = Head(n_feat, len(meta["classes"]), hidden=head_meta["hidden"], dropout=float(head_meta["dropout"]))
         if head.out_features != head_meta["out_features"]:
-            raise ArtifactError(f"{folder}: head has {head_meta['out_features']} outputs but {len(meta['classes'])} classes need {head.out_features}")
+            raise ArtifactError(
+                f"{folder}: head has {head_meta['out_features']} outputs but {len(meta['classes'])} classes need {head.out_features}"
+            )
         load_weights(folder, head, prefix="head.", others=("backbone.",))
         return cls(folder, meta, head)
 
@@ -92,14 +94,18 @@ class Model:
         if self._engine is None:
             # The digest keys the cached graph; a run without one gets it from its weights.
             digest = self.meta["backbone"].get("digest") or state_digest(self.backbone)
-            self._engine = Engine(lambda: self.backbone, self.preprocess, model_key(self.meta["backbone"]["name"], digest), self.engine_kind)
+            self._engine = Engine(
+                lambda: self.backbone, self.preprocess, model_key(self.meta["backbone"]["name"], digest), self.engine_kind
+            )
         return self._engine
 
     def _cache(self) -> FeatureCache | None:
         digest = self.meta["backbone"].get("digest")
         return FeatureCache.for_backbone(digest, self.preprocess) if digest else None
 
-    def features(self, paths: Sequence[Path], skipped: SkipLog, *, tta: bool = False, ui: UI | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def features(
+        self, paths: Sequence[Path], skipped: SkipLog, *, tta: bool = False, ui: UI | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Backbone features of readable photos: ``(indices, [n, views, F])``."""
         ui = ui or UI(False)
         views = ("orig", "flip") if tta else ("orig",)
@@ -137,7 +143,9 @@ class Model:
         probs = self.head_probs(values)
         return Predictions(make_records(files, idx, probs, self.classes), self.classes, skipped, idx, probs)
 
-    def evaluate(self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False) -> dict[str, Any]:
+    def evaluate(
+        self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False
+    ) -> dict[str, Any]:
         """Metrics on a labeled set (any layout :func:`~imagefit.data.discover` reads).
 
         A folder with ``train/`` + ``val/`` is evaluated on its validation (or
@@ -148,7 +156,9 @@ class Model:
         """
         return self.evaluate_details(data, tta=tta, progress=progress, labels_from_filename=labels_from_filename).metrics
 
-    def evaluate_details(self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False) -> Evaluation:
+    def evaluate_details(
+        self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False
+    ) -> Evaluation:
         """As :meth:`evaluate`, also returning the per-photo labels and probabilities (for reports)."""
         if isinstance(data, ImageSet):
             images = data

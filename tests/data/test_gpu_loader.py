@@ -51,6 +51,15 @@ def test_device_loader_light_flips_some(sample_data: Path) -> None:
 def test_train_with_device_loader_on_cpu(tmp_path: Path, sample_data: Path) -> None:
     import imagefit
 
-    run = imagefit.train(sample_data / "train", val=sample_data / "val", out=tmp_path / "run", model="simple_cnn", strategy="full", epochs=1, batch_size=16, loader="device")
+    run = imagefit.train(
+        sample_data / "train",
+        val=sample_data / "val",
+        out=tmp_path / "run",
+        model="simple_cnn",
+        strategy="full",
+        epochs=1,
+        batch_size=16,
+        loader="device",
+    )
     assert run.metrics["n_images"] == 24
     assert len(run.history) == 1

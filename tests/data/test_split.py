@@ -55,13 +55,16 @@ def test_known_split_is_stable() -> None:
     assert Counter(va.labels) == {0: 3, 1: 2}
 
 
-@pytest.mark.parametrize(("counts", "fraction", "expected_val"), [
-    ({"a": 50, "b": 50}, 0.2, {"a": 10, "b": 10}),
-    ({"a": 40, "b": 10}, 0.2, {"a": 8, "b": 2}),
-    ({"a": 30, "b": 20, "c": 10}, 0.3, {"a": 9, "b": 6, "c": 3}),
-    ({"a": 2, "b": 3}, 0.2, {"a": 1, "b": 1}),  # at least one per class on each side
-    ({"a": 3, "b": 3}, 0.9, {"a": 2, "b": 2}),  # never all of a class
-])
+@pytest.mark.parametrize(
+    ("counts", "fraction", "expected_val"),
+    [
+        ({"a": 50, "b": 50}, 0.2, {"a": 10, "b": 10}),
+        ({"a": 40, "b": 10}, 0.2, {"a": 8, "b": 2}),
+        ({"a": 30, "b": 20, "c": 10}, 0.3, {"a": 9, "b": 6, "c": 3}),
+        ({"a": 2, "b": 3}, 0.2, {"a": 1, "b": 1}),  # at least one per class on each side
+        ({"a": 3, "b": 3}, 0.9, {"a": 2, "b": 2}),  # never all of a class
+    ],
+)
 def test_proportions_kept(counts: dict[str, int], fraction: float, expected_val: dict[str, int]) -> None:
     data = _set(counts)
     tr, va = stratified_split(data, fraction, seed=0)

@@ -106,7 +106,9 @@ def test_pillow_only_filters_match_torchvision(interpolation: str) -> None:
         assert np.abs(pre(img) - pre.torchvision_eval()(img).numpy()).max() <= 1e-5
 
 
-@pytest.mark.parametrize("pre", [LITE0, IMAGENET, SCRATCH, Preprocess(64, (0.5,) * 3, (0.5,) * 3, "bicubic", 1.15)], ids=["lite0", "imagenet", "scratch", "pad"])
+@pytest.mark.parametrize(
+    "pre", [LITE0, IMAGENET, SCRATCH, Preprocess(64, (0.5,) * 3, (0.5,) * 3, "bicubic", 1.15)], ids=["lite0", "imagenet", "scratch", "pad"]
+)
 def test_float_resampling_for_gpus_matches_uint8_kernel(pre: Preprocess) -> None:
     """Devices without torch's uint8 kernel (CUDA) resample in float: same pixels within one level."""
     for size in [(300, 200), (199, 401), (48, 40), (17, 9)]:

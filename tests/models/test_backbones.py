@@ -11,8 +11,7 @@ from safetensors.torch import save_file
 
 from imagefit.data.load import load_image
 from imagefit.errors import ModelError
-from imagefit.models import create_backbone, get_spec, weights_available
-from imagefit.models import backbones
+from imagefit.models import backbones, create_backbone, get_spec, weights_available
 from imagefit.models.backbones import lite_imagenet_classifier, lite_weights_file, load_lite_state
 
 # ImageNet-1k: 281-285 are domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian); 151-268 are dogs.

@@ -161,15 +161,18 @@ def test_trainable_units_resnet_and_cnn() -> None:
     assert len(trainable_units(cnn)) == 8  # conv + bn of each of the 4 blocks
 
 
-@pytest.mark.parametrize(("total", "unfreeze", "expected"), [
-    (20, 0.25, 5),
-    (10, 0.25, 3),  # fractions round up
-    (10, 0.01, 1),  # at least one
-    (10, 0.99, 10),
-    (10, 1, 1),
-    (10, 3, 3),
-    (10, 50, 10),  # at most all
-])
+@pytest.mark.parametrize(
+    ("total", "unfreeze", "expected"),
+    [
+        (20, 0.25, 5),
+        (10, 0.25, 3),  # fractions round up
+        (10, 0.01, 1),  # at least one
+        (10, 0.99, 10),
+        (10, 1, 1),
+        (10, 3, 3),
+        (10, 50, 10),  # at most all
+    ],
+)
 def test_count_unfrozen(total: int, unfreeze: float, expected: int) -> None:
     assert count_unfrozen(total, unfreeze) == expected
 

@@ -101,7 +101,9 @@ def build_bad_dataset(root: Path, n_good: int = 8) -> BadDataset:
         ds.bad[path] = reason
 
     # --- unusual but valid: every one must be decoded and used -------------------
-    odd(red / "alpha.png", lambda p: Image.fromarray(np.dstack([noisy(rgb, (40, 40), 1), np.full((40, 40), 128, np.uint8)]), "RGBA").save(p))
+    odd(
+        red / "alpha.png", lambda p: Image.fromarray(np.dstack([noisy(rgb, (40, 40), 1), np.full((40, 40), 128, np.uint8)]), "RGBA").save(p)
+    )
     odd(red / "palette.gif", lambda p: Image.fromarray(noisy(rgb, (40, 40), 2)).convert("P", palette=Image.Palette.ADAPTIVE).save(p))
     odd(red / "cmyk.jpg", lambda p: Image.fromarray(noisy(rgb, (40, 40), 3)).convert("CMYK").save(p, "JPEG"))
     odd(red / "gray16.png", lambda p: Image.fromarray((np.linspace(0, 65535, 40 * 40).reshape(40, 40)).astype(np.uint16)).save(p))

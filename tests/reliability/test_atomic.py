@@ -80,7 +80,10 @@ class _Audit(ast.NodeVisitor):
             mode = _mode(node, 1 if full in ("open", "os.fdopen") else 0)
             if mode and any(c in mode for c in "wax+"):
                 self._flag(node, f"{full}(..., {mode!r})")
-        elif full in ("np.save", "numpy.save", "np.savez", "np.savez_compressed", "np.savetxt", "torch.save", "json.dump") or name == "savefig":
+        elif (
+            full in ("np.save", "numpy.save", "np.savez", "np.savez_compressed", "np.savetxt", "torch.save", "json.dump")
+            or name == "savefig"
+        ):
             if not self._is_buffer(first):
                 self._flag(node, f"{full or name}() to a path")
         elif name in ("save_file",) or full.startswith("pickle.") or full in ("joblib.dump",):

@@ -70,9 +70,24 @@ def in_folders(ds: BadDataset) -> dict[Path, str]:
 def test_suite_is_complete(bad_dataset: BadDataset) -> None:
     ds = bad_dataset
     names = {p.name for p in ds.all_files}
-    for must in ("zero.jpg", "truncated.jpg", "random.jpg", "notes.txt", "bomb.png", "broken_link.jpg",
-                 "alpha.png", "palette.gif", "cmyk.jpg", "gray16.png", "rgb16.png", "gray.jpg",
-                 "exif_rotated.jpg", "tiny_1x1.png", "wide_10000x50.png", NON_UTF8_NAME):
+    for must in (
+        "zero.jpg",
+        "truncated.jpg",
+        "random.jpg",
+        "notes.txt",
+        "bomb.png",
+        "broken_link.jpg",
+        "alpha.png",
+        "palette.gif",
+        "cmyk.jpg",
+        "gray16.png",
+        "rgb16.png",
+        "gray.jpg",
+        "exif_rotated.jpg",
+        "tiny_1x1.png",
+        "wide_10000x50.png",
+        NON_UTF8_NAME,
+    ):
         assert must in names
     assert len(ds.bad) >= 7 and len(ds.odd) >= 12
 
@@ -184,8 +199,21 @@ def test_train_lists_every_bad_file_and_uses_the_rest(strategy: str, bad_dataset
 
 
 def test_train_cli_prints_the_skipped_list(bad_dataset: BadDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_cli(capsys, "train", bad_dataset.root, "--model", "simple_cnn", "--epochs", "1",
-                             "--batch-size", "8", "--out", tmp_path / "run", "--workers", "2")
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        bad_dataset.root,
+        "--model",
+        "simple_cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        tmp_path / "run",
+        "--workers",
+        "2",
+    )
     assert code == 0, err
     text = out + err
     assert f"skipped {len(bad_dataset.bad)} unreadable" in text

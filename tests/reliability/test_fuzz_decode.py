@@ -91,10 +91,19 @@ def _small_bomb_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(load_mod, "MAX_PIXELS", 4_000_000)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, len(SEEDS) - 1), ops=st.lists(mutation, min_size=1, max_size=4),
-       raw=st.binary(max_size=32), draft=st.sampled_from([None, 8, 64]))
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.integers(0, len(SEEDS) - 1),
+    ops=st.lists(mutation, min_size=1, max_size=4),
+    raw=st.binary(max_size=32),
+    draft=st.sampled_from([None, 8, 64]),
+)
 def test_decode_only_raises_bad_image_error(seed: int, ops: list[tuple[str, int, int]], raw: bytes, draft: int | None) -> None:
     data = mutate(SEEDS[seed], ops, raw if len(ops) % 2 else b"")
     STATS["runs"] += 1

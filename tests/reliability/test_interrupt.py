@@ -45,8 +45,22 @@ def _cmd(data: Path | None, out: Path, *, resume: bool = False) -> list[str]:
     if resume:
         # DATA may be left out: a resumed run reads it from its folder.
         return [*cmd, "--resume", "--out", str(out)]
-    return [*cmd, str(data), "--model", "simple_cnn", "--strategy", "full", "--epochs", str(EPOCHS),
-            "--out", str(out), "--seed", "0", "--batch-size", "8"]
+    return [
+        *cmd,
+        str(data),
+        "--model",
+        "simple_cnn",
+        "--strategy",
+        "full",
+        "--epochs",
+        str(EPOCHS),
+        "--out",
+        str(out),
+        "--seed",
+        "0",
+        "--batch-size",
+        "8",
+    ]
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -70,7 +70,9 @@ def test_unwritable_output_folder(kind: str, tiny_data: Path, tmp_path: Path, no
     assert "cannot write to output folder" in line and str(out) in line
 
 
-def test_disk_full(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_work: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_disk_full(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_work: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
     with pytest.raises(OutputError, match="only 1 MiB free"):
         imagefit.train(tiny_data, out=tmp_path / "run", model="simple_cnn")
@@ -84,7 +86,9 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_tiny(tmp_path_factory.mktemp("outdata"), 4)
 
 
-def test_predict_and_evaluate_check_out_first(small_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_and_evaluate_check_out_first(
+    small_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("photos were read before --out was checked")
 
@@ -99,7 +103,9 @@ def test_predict_and_evaluate_check_out_first(small_run: Path, tiny_data: Path, 
     assert "MiB free" in line
 
 
-def test_disk_full_mid_run_is_one_clear_line(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_disk_full_mid_run_is_one_clear_line(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The disk fills up after the start-up check passed: every write fails with ENOSPC."""
     import errno
     import os

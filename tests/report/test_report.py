@@ -64,7 +64,15 @@ def test_train_writes_a_report(trained_run: Path) -> None:
 
 def test_history_plot_reads_csv_rows_and_marks_lr_changes() -> None:
     rows = [
-        {"phase": "head", "epoch": str(i), "loss": str(1 / (i + 1)), "accuracy": str(0.5 + i / 20), "val_loss": str(1.2 / (i + 1)), "val_accuracy": "0.7", "lr": lr}
+        {
+            "phase": "head",
+            "epoch": str(i),
+            "loss": str(1 / (i + 1)),
+            "accuracy": str(0.5 + i / 20),
+            "val_loss": str(1.2 / (i + 1)),
+            "val_accuracy": "0.7",
+            "lr": lr,
+        }
         for i, lr in enumerate(["0.003", "0.003", "0.0009", "0.0009"])
     ] + [{"phase": "backbone", "epoch": "0", "loss": "0.1", "accuracy": "0.95", "val_loss": "0.2", "val_accuracy": "0.9", "lr": "0.0001"}]
     png = Image.open(io.BytesIO(plots.history_plot(rows)))
@@ -134,10 +142,19 @@ def test_compare_runs(cli, trained_run: Path, tmp_path: Path) -> None:
 
 def _chromium(args: list[str], user_data: Path) -> subprocess.CompletedProcess[str]:
     base = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         "--host-resolver-rules=MAP * ~NOTFOUND",  # no host resolves: the page must need no network
-        f"--user-data-dir={user_data}", "--enable-logging=stderr", "--v=0",
+        f"--user-data-dir={user_data}",
+        "--enable-logging=stderr",
+        "--v=0",
     ]
     return subprocess.run(base + args, capture_output=True, text=True, timeout=120)
 
@@ -186,7 +203,7 @@ def test_report_renders_in_headless_chromium(trained_run: Path, tmp_path: Path) 
 def test_browser_probe_catches_broken_pages(tmp_path: Path) -> None:
     """The browser check above can fail: a broken image and a script error are seen."""
     page = tmp_path / "bad.html"
-    page.write_text(f"<!DOCTYPE html><html><head>{PROBE}</head><body><img src=\"missing.png\"><script>nope();</script></body></html>")
+    page.write_text(f'<!DOCTYPE html><html><head>{PROBE}</head><body><img src="missing.png"><script>nope();</script></body></html>')
     res = _chromium(["--virtual-time-budget=3000", "--dump-dom", page.as_uri()], tmp_path / "profile")
     m = re.search(r'data-probe="images=(\d+);loaded=(\d+);errors=(\d+)"', res.stdout)
     assert m, res.stdout[:500]

@@ -14,8 +14,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="serving needs the serve extra (fastapi)")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
-from fastapi import FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "imagefit" / "sample_data"
 CAT = SAMPLE / "val" / "cats" / "cat.2000.jpg"

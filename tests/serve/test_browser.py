@@ -32,7 +32,9 @@ CHROMEDRIVER = Path(os.environ.get("IMAGEFIT_CHROMEDRIVER", "/usr/bin/chromedriv
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 if not CHROMIUM.is_file() or not CHROMEDRIVER.is_file():
-    pytest.skip(f"headless browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install -y chromium chromium-driver)", allow_module_level=True)
+    pytest.skip(
+        f"headless browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install -y chromium chromium-driver)", allow_module_level=True
+    )
 webdriver = pytest.importorskip("selenium.webdriver", reason="headless browser test needs selenium (pip install selenium)")
 
 from selenium.common.exceptions import TimeoutException  # noqa: E402
@@ -74,10 +76,20 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
-        "--window-size=1200,900", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        "--window-size=1200,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
         # Every host but the test server's address fails to resolve: no traffic leaves the machine.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):
@@ -85,7 +97,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    except Exception as exc:  # noqa: BLE001 - a browser that cannot start is an environment problem
+    except Exception as exc:
         pytest.skip(f"chromium could not start: {str(exc).splitlines()[0][:200]}")
     driver.set_page_load_timeout(30)
     try:

@@ -49,7 +49,10 @@ def test_serve_command_serves(trained_run: Path) -> None:
     env = {**os.environ, "IMAGEFIT_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "imagefit", "serve", str(trained_run), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         url, lines, deadline = None, [], time.monotonic() + 120

@@ -17,14 +17,13 @@ from imagefit.serve.app import create_app
 from .conftest import assert_cat, png_bytes
 
 
-
 def _jpeg(name: str, data: bytes, ctype: str = "image/jpeg") -> dict[str, Any]:
     return {"files": {"files": (name, data, ctype)}}
 
 
 def _chunks(total: int) -> Iterator[bytes]:
     # A generator body is sent chunked, without Content-Length.
-    boundary = b"--x1\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    boundary = b'--x1\r\nContent-Disposition: form-data; name="files"; filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
     yield boundary
     for _ in range(total // 65536):
         yield b"\xff" * 65536
@@ -34,22 +33,54 @@ def _chunks(total: int) -> Iterator[bytes]:
 CASES: dict[str, tuple[Callable[[bytes, bytes], dict[str, Any]], int, str]] = {
     # name: (request kwargs from (cat, bomb), status, error code)
     "empty body": (lambda cat, bomb: {}, 422, "no_files"),
-    "empty multipart": (lambda cat, bomb: {"content": b"", "headers": {"content-type": "multipart/form-data; boundary=x1"}}, 422, "no_files"),
+    "empty multipart": (
+        lambda cat, bomb: {"content": b"", "headers": {"content-type": "multipart/form-data; boundary=x1"}},
+        422,
+        "no_files",
+    ),
     "wrong field name": (lambda cat, bomb: {"files": {"file": ("cat.jpg", cat, "image/jpeg")}}, 422, "no_files"),
     "text instead of file": (lambda cat, bomb: {"files": [("files", (None, "not a file"))]}, 422, "no_files"),
-    "non-image bytes": (lambda cat, bomb: _jpeg("notes.jpg", b"these are not the pixels you are looking for"), 415, "unsupported_media_type"),
+    "non-image bytes": (
+        lambda cat, bomb: _jpeg("notes.jpg", b"these are not the pixels you are looking for"),
+        415,
+        "unsupported_media_type",
+    ),
     "non-image content type": (lambda cat, bomb: _jpeg("notes.txt", b"hello", "text/plain"), 415, "unsupported_media_type"),
     "raw image body": (lambda cat, bomb: {"content": cat, "headers": {"content-type": "image/jpeg"}}, 415, "unsupported_media_type"),
     "truncated jpeg": (lambda cat, bomb: _jpeg("half.jpg", cat[: len(cat) // 2]), 422, "invalid_image"),
     "empty file": (lambda cat, bomb: _jpeg("empty.jpg", b""), 422, "invalid_image"),
     "decompression bomb 20000x20000 png": (lambda cat, bomb: _jpeg("bomb.png", bomb, "image/png"), 413, "too_many_pixels"),
-    "100 files": (lambda cat, bomb: {"files": [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(100)]}, 413, "too_many_files"),
-    "9 files (limit 8)": (lambda cat, bomb: {"files": [("files", (f"{i}.jpg", cat, "image/jpeg")) for i in range(9)]}, 413, "too_many_files"),
+    "100 files": (
+        lambda cat, bomb: {"files": [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(100)]},
+        413,
+        "too_many_files",
+    ),
+    "9 files (limit 8)": (
+        lambda cat, bomb: {"files": [("files", (f"{i}.jpg", cat, "image/jpeg")) for i in range(9)]},
+        413,
+        "too_many_files",
+    ),
     "body over max_upload_mb": (lambda cat, bomb: _jpeg("big.jpg", b"\xff" * (3 << 20)), 413, "too_large"),
-    "chunked body over max_upload_mb": (lambda cat, bomb: {"content": _chunks(3 << 20), "headers": {"content-type": "multipart/form-data; boundary=x1"}}, 413, "too_large"),
-    "malformed multipart": (lambda cat, bomb: {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=x1"}}, 400, "bad_request"),
-    "multipart without boundary": (lambda cat, bomb: {"content": b"garbage", "headers": {"content-type": "multipart/form-data"}}, 400, "bad_request"),
-    "one bad among good": (lambda cat, bomb: {"files": [("files", ("a.jpg", cat, "image/jpeg")), ("files", ("b.jpg", b"nope", "image/jpeg"))]}, 415, "unsupported_media_type"),
+    "chunked body over max_upload_mb": (
+        lambda cat, bomb: {"content": _chunks(3 << 20), "headers": {"content-type": "multipart/form-data; boundary=x1"}},
+        413,
+        "too_large",
+    ),
+    "malformed multipart": (
+        lambda cat, bomb: {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=x1"}},
+        400,
+        "bad_request",
+    ),
+    "multipart without boundary": (
+        lambda cat, bomb: {"content": b"garbage", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "bad_request",
+    ),
+    "one bad among good": (
+        lambda cat, bomb: {"files": [("files", ("a.jpg", cat, "image/jpeg")), ("files", ("b.jpg", b"nope", "image/jpeg"))]},
+        415,
+        "unsupported_media_type",
+    ),
 }
 
 

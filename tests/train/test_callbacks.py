@@ -53,9 +53,17 @@ def feed(cb, values: list[float], key: str = "val_loss", trainer: FakeTrainer | 
 
 
 # -- monitor base -------------------------------------------------------------------
-@pytest.mark.parametrize(("monitor", "mode"), [
-    ("val_loss", "min"), ("loss", "min"), ("val_accuracy", "max"), ("accuracy", "max"), ("val_auc", "max"), ("macro_f1", "max"),
-])
+@pytest.mark.parametrize(
+    ("monitor", "mode"),
+    [
+        ("val_loss", "min"),
+        ("loss", "min"),
+        ("val_accuracy", "max"),
+        ("accuracy", "max"),
+        ("val_auc", "max"),
+        ("macro_f1", "max"),
+    ],
+)
 def test_mode_auto(monitor: str, mode: str) -> None:
     cb = MonitorCallback(monitor)
     assert cb.mode == mode

@@ -38,12 +38,42 @@ def test_sum_across_is_identity_without_a_group() -> None:
 def test_torchrun_two_cpu_processes_match_one(tmp_path: Path, sample_data: Path) -> None:
     """Same global batch, same seed: 2 gloo ranks track the single-process run and only rank 0 writes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IMAGEFIT_CACHE": str(tmp_path / "cache")}
-    common = [sample_data / "train", "--val", sample_data / "val", "--model", "simple_cnn", "--strategy", "full", "--epochs", "2", "--batch-size", "8", "--seed", "0", "--lr", "0.001"]
+    common = [
+        sample_data / "train",
+        "--val",
+        sample_data / "val",
+        "--model",
+        "simple_cnn",
+        "--strategy",
+        "full",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--seed",
+        "0",
+        "--lr",
+        "0.001",
+    ]
     common = [str(c) for c in common]
     single = _train([sys.executable, "-m", "imagefit", "train", *common, "--out", str(tmp_path / "one")], env)
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = _train(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531", "-m", "imagefit", "train", *common, "--out", str(tmp_path / "two")],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29531",
+            "-m",
+            "imagefit",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
         env,
     )
     assert ddp.returncode == 0, ddp.stderr[-2000:]

@@ -19,9 +19,7 @@ from pathlib import Path
 
 from ..errors import DataError
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
 VAL_NAMES = ("valid", "validation", "val")
 PATH_COLUMNS = ("path", "filepath", "file", "filename", "image", "img", "id")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y")
@@ -67,10 +65,7 @@ class ImageSet:
         """Re-index labels onto another class list (a model's), failing on unknown classes."""
         unknown = sorted(set(self.classes) - set(classes))
         if unknown:
-            raise DataError(
-                f"{self.source or 'data'}: classes {unknown} are not known to the model; "
-                f"the model's classes are {classes}"
-            )
+            raise DataError(f"{self.source or 'data'}: classes {unknown} are not known to the model; the model's classes are {classes}")
         remap = [classes.index(c) for c in self.classes]
         return ImageSet(list(self.paths), [remap[y] for y in self.labels], list(classes), self.source)
 

@@ -39,7 +39,15 @@ class DeviceJpegLoader:
         skipped: Receives unreadable files.
     """
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], pre: Preprocess, device: torch.device, augment: str = "none", skipped: SkipLog | None = None):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: Sequence[int],
+        pre: Preprocess,
+        device: torch.device,
+        augment: str = "none",
+        skipped: SkipLog | None = None,
+    ):
         self.paths = list(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.pre = pre
@@ -52,7 +60,9 @@ class DeviceJpegLoader:
         self.std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1) * 255.0
         self._heavy = pre.train_transform("heavy").transforms[2] if augment == "heavy" else None
 
-    def batches(self, order: Sequence[int], batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, order: Sequence[int], batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` on the device for the indices in ``order``, ``batch_size`` at a time."""
         order = [i for i in order if i not in self._bad]
         chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]

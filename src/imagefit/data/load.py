@@ -163,7 +163,7 @@ def _decode_jpeg(data: bytes, img: Image.Image, draft_size: int | None) -> np.nd
         return None  # a scale choice other than Pillow's: keep Pillow's pixels
     try:
         orientation = img.getexif().get(_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - damaged EXIF: Pillow's path decides what it means
+    except Exception:
         return None
     return _orient(arr, orientation)
 
@@ -204,8 +204,20 @@ def _decode_errors() -> Iterator[None]:
         raise BadImageError("not an image (unrecognized format)") from None
     except Image.DecompressionBombError:
         raise BadImageError("decompression bomb") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, IndexError,
-            ZeroDivisionError, KeyError, MemoryError, AttributeError, RuntimeError) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        struct.error,
+        TypeError,
+        IndexError,
+        ZeroDivisionError,
+        KeyError,
+        MemoryError,
+        AttributeError,
+        RuntimeError,
+    ) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in msg.lower() or isinstance(exc, EOFError):
             raise BadImageError(f"truncated or corrupt image ({msg})") from None

@@ -34,9 +34,7 @@ def stratified_split(data: ImageSet, fraction: float, seed: int) -> tuple[ImageS
     for c, name in enumerate(data.classes):
         members = [i for i in order if data.labels[i] == c]
         if len(members) < 2:
-            raise DataError(
-                f"class '{name}' has {len(members)} image(s); a validation split needs at least 2 per class"
-            )
+            raise DataError(f"class '{name}' has {len(members)} image(s); a validation split needs at least 2 per class")
         perm = rng.permutation(len(members))
         n_val = min(max(1, round(len(members) * fraction)), len(members) - 1)
         val_idx.extend(members[j] for j in perm[:n_val])

@@ -236,4 +236,3 @@ def _center_crop(img: Image.Image, size: int) -> Image.Image:
     top = int(round((h - size) / 2.0))
     left = int(round((w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
-

@@ -111,9 +111,7 @@ class SimpleCNN(nn.Module):
         chans = [3, 32, 64, 128, 128]
         blocks: list[nn.Module] = []
         for cin, cout in zip(chans, chans[1:]):
-            blocks.append(
-                nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2))
-            )
+            blocks.append(nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
 

@@ -102,10 +102,7 @@ def get_spec(name: str) -> BackboneSpec:
 
     spec = timm_spec(name)
     if spec is None:
-        raise ModelError(
-            f"unknown model {name!r}; registered: {', '.join(_REGISTRY)}; "
-            "or any timm model name (see timm.list_models())"
-        )
+        raise ModelError(f"unknown model {name!r}; registered: {', '.join(_REGISTRY)}; or any timm model name (see timm.list_models())")
     return spec
 
 

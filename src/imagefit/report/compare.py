@@ -17,7 +17,20 @@ from ..paths import atomic_write_text
 from . import plots
 from .html import REPORT_FILE, Figures, esc, page, table
 
-COLUMNS = ("name", "model", "strategy", "accuracy", "log_loss", "log_loss_uncalibrated", "ece", "temperature", "roc_auc", "seconds", "n_train", "n_val")
+COLUMNS = (
+    "name",
+    "model",
+    "strategy",
+    "accuracy",
+    "log_loss",
+    "log_loss_uncalibrated",
+    "ece",
+    "temperature",
+    "roc_auc",
+    "seconds",
+    "n_train",
+    "n_val",
+)
 
 
 def summarize(run: str | Path) -> dict[str, Any]:
@@ -117,14 +130,16 @@ def write_compare_report(rows: Sequence[dict[str, Any]], out: str | Path) -> Pat
     body = [
         "<h2>Metrics</h2>",
         table([c.replace("_", " ") for c in COLUMNS], [[r.get(c) for c in COLUMNS] for r in rows]),
-        "<p class=\"note\">Validation figures stored in each run; log loss and accuracy are the calibrated model's "
+        '<p class="note">Validation figures stored in each run; log loss and accuracy are the calibrated model\'s '
         "(what <code>predict</code> returns), <i>log loss uncalibrated</i> is before temperature scaling.</p>",
     ]
     base = next((r for r in rows if r.get("baseline_log_loss") is not None), None)
     if base:
-        body.append(f"<p class=\"note\">Dummy baseline (first run with one): accuracy {base['baseline_accuracy']:.4f}, log loss {base['baseline_log_loss']:.4f}.</p>")
+        body.append(
+            f'<p class="note">Dummy baseline (first run with one): accuracy {base["baseline_accuracy"]:.4f}, log loss {base["baseline_log_loss"]:.4f}.</p>'
+        )
     note = comparable_note(rows)
     if note:
-        body.append(f"<p class=\"bad\">{esc(note)}</p>")
+        body.append(f'<p class="bad">{esc(note)}</p>')
     body += ["<h2>Plot</h2>", figs.add("compare", plots.compare_plot(rows), "accuracy and log loss per run")]
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit: {len(rows)} runs compared", f"written to <code>{esc(out)}</code>", body))

@@ -72,12 +72,23 @@ def history_plot(history: Sequence[dict[str, Any]]) -> bytes:
             for ax in (ax_acc, ax_loss):
                 ax.axvline(where, color="black", lw=1.2)
             for ax in (ax_acc, ax_loss):
-                ax.annotate(f" {phases[i]}\n lr {series['lr'][i]:.2g}", (where, 0.98), xycoords=("data", "axes fraction"), fontsize=8, va="top")
+                ax.annotate(
+                    f" {phases[i]}\n lr {series['lr'][i]:.2g}", (where, 0.98), xycoords=("data", "axes fraction"), fontsize=8, va="top"
+                )
         elif series["lr"][i] != series["lr"][i - 1] and np.isfinite(series["lr"][i]):
             for ax in (ax_acc, ax_loss):
                 ax.axvline(where, color=GREY, ls="--", lw=1, label=None if lr_label_done else "learning rate change")
             lr_label_done = True
-            ax_loss.annotate(f"lr {series['lr'][i]:.2g}", (where, 0.97), xycoords=("data", "axes fraction"), fontsize=8, rotation=90, va="top", ha="right", color=GREY)
+            ax_loss.annotate(
+                f"lr {series['lr'][i]:.2g}",
+                (where, 0.97),
+                xycoords=("data", "axes fraction"),
+                fontsize=8,
+                rotation=90,
+                va="top",
+                ha="right",
+                color=GREY,
+            )
     if len(history) and phases[0] and len(set(phases)) > 1:
         for ax in (ax_acc, ax_loss):
             ax.annotate(f" {phases[0]}", (0.5, 0.98), xycoords=("data", "axes fraction"), fontsize=8, va="top")
@@ -107,11 +118,25 @@ def confusion_plot(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> b
     if n <= 30:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9 if n < 12 else 7, color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=9 if n < 12 else 7,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     return _png(fig)
 
 
-def reliability_plot(labels: np.ndarray, probs_before: np.ndarray, probs_after: np.ndarray | None = None, temperature: float | None = None, n_bins: int = N_BINS) -> bytes:
+def reliability_plot(
+    labels: np.ndarray,
+    probs_before: np.ndarray,
+    probs_after: np.ndarray | None = None,
+    temperature: float | None = None,
+    n_bins: int = N_BINS,
+) -> bytes:
     """Reliability diagram: accuracy vs confidence per bin, before and after temperature scaling.
 
     Bars on the diagonal are calibrated; bars below it are over-confident.
@@ -202,7 +227,9 @@ def _frame(w: int, h: int):  # type: ignore[no-untyped-def]
     return Rectangle((0, 0), w - 1, h - 1, fill=False, edgecolor=RED, lw=3)
 
 
-def prediction_items(paths: Sequence[Path], labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], n: int = 24, seed: int = 0) -> list[dict[str, Any]]:
+def prediction_items(
+    paths: Sequence[Path], labels: np.ndarray, probs: np.ndarray, classes: Sequence[str], n: int = 24, seed: int = 0
+) -> list[dict[str, Any]]:
     """Captions for a validation grid: every mistake first (up to half), then random right ones.
 
     Wrong predictions are captioned ``pred p (true: x)`` in red.

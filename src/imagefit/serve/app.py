@@ -171,9 +171,18 @@ def _swagger_assets() -> Path | None:
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed multipart body (`bad_request`)."},
-    413: {"model": ErrorBody, "description": "Body over `max_upload_mb` (`too_large`), more than `max_files` images (`too_many_files`), or an image over `max_pixels` (`too_many_pixels`, checked from the header: decompression bombs are never decoded)."},
-    415: {"model": ErrorBody, "description": "Body not `multipart/form-data`, a part declared as a non-image type, or bytes that are not JPEG/PNG/WebP/GIF/BMP/TIFF (`unsupported_media_type`)."},
-    422: {"model": ErrorBody, "description": "Empty body or no `files` field, e.g. a wrong field name (`no_files`); empty, truncated or corrupt image (`invalid_image`)."},
+    413: {
+        "model": ErrorBody,
+        "description": "Body over `max_upload_mb` (`too_large`), more than `max_files` images (`too_many_files`), or an image over `max_pixels` (`too_many_pixels`, checked from the header: decompression bombs are never decoded).",
+    },
+    415: {
+        "model": ErrorBody,
+        "description": "Body not `multipart/form-data`, a part declared as a non-image type, or bytes that are not JPEG/PNG/WebP/GIF/BMP/TIFF (`unsupported_media_type`).",
+    },
+    422: {
+        "model": ErrorBody,
+        "description": "Empty body or no `files` field, e.g. a wrong field name (`no_files`); empty, truncated or corrupt image (`invalid_image`).",
+    },
     503: {"model": ErrorBody, "description": "Too many images waiting for the model (`busy`); retry after `Retry-After` seconds."},
     504: {"model": ErrorBody, "description": "Not answered within `timeout_s` (`timeout`)."},
 }
@@ -274,7 +283,7 @@ def create_app(
             f"(413 `too_many_files`), images at most {limits.max_pixels:,} pixels (413 `too_many_pixels`), "
             "JPEG/PNG/WebP/GIF/BMP/TIFF only (415 `unsupported_media_type`), readable images only (422 "
             f"`invalid_image`), answered within {limits.timeout_s:g} s (504 `timeout`). Every error is JSON "
-            "`{\"error\": code, \"detail\": sentence}`."
+            '`{"error": code, "detail": sentence}`.'
         ),
         docs_url=None,
         redoc_url=None,  # ReDoc only exists as a CDN script; /docs covers it.
@@ -291,7 +300,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request" if exc.status_code < 500 else "server_error")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "bad_request" if exc.status_code < 500 else "server_error"
+        )
         return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -307,7 +318,16 @@ def create_app(
     @app.get("/health", response_model=Health, tags=["service"], summary="Liveness and batching counters")
     async def health() -> Health:
         s = batcher.stats
-        return Health(status="ok", uptime_s=round(time.monotonic() - started, 3), pending=batcher.pending, batching=batcher.batching, model_calls=s.calls, images=s.images, largest_batch=s.largest, model_busy_s=round(s.busy_s, 3))
+        return Health(
+            status="ok",
+            uptime_s=round(time.monotonic() - started, 3),
+            pending=batcher.pending,
+            batching=batcher.batching,
+            model_calls=s.calls,
+            images=s.images,
+            largest_batch=s.largest,
+            model_busy_s=round(s.busy_s, 3),
+        )
 
     @app.get("/model", tags=["service"], summary="Classes, backbone, calibration, validation metrics and limits")
     async def model_info() -> JSONResponse:
@@ -350,12 +370,21 @@ def create_app(
     async def _predict(request: Request) -> PredictResponse:
         files = await _read_files(request, limits)
         loop = asyncio.get_running_loop()
-        arrays = await asyncio.gather(*(loop.run_in_executor(decoders, prepare_image, data, name, pre, limits.max_pixels) for name, data in files))
+        arrays = await asyncio.gather(
+            *(loop.run_in_executor(decoders, prepare_image, data, name, pre, limits.max_pixels) for name, data in files)
+        )
         probs = await batcher.submit(np.stack(arrays))
         preds = []
         for (name, _), row in zip(files, probs):
             k = int(row.argmax())
-            preds.append(Prediction(filename=name, label=model.classes[k], probability=float(row[k]), probabilities={c: float(row[j]) for j, c in enumerate(model.classes)}))
+            preds.append(
+                Prediction(
+                    filename=name,
+                    label=model.classes[k],
+                    probability=float(row[k]),
+                    probabilities={c: float(row[j]) for j, c in enumerate(model.classes)},
+                )
+            )
         return PredictResponse(predictions=preds, model=model_ref)
 
     # -- page and docs ---------------------------------------------------------
@@ -403,7 +432,11 @@ async def _read_files(request: Request, limits: Limits) -> list[tuple[str, bytes
     if media != "multipart/form-data":
         if not media and length in (None, "0"):
             raise ServeError(422, "no_files", f"empty request: send multipart/form-data with one or more images in the field '{FIELD}'")
-        raise ServeError(415, "unsupported_media_type", f"the body is {media or 'untyped'!r}; send multipart/form-data with one or more images in the field '{FIELD}'")
+        raise ServeError(
+            415,
+            "unsupported_media_type",
+            f"the body is {media or 'untyped'!r}; send multipart/form-data with one or more images in the field '{FIELD}'",
+        )
 
     # Chunked bodies have no Content-Length: count bytes as they arrive.
     received = 0
@@ -427,7 +460,9 @@ async def _read_files(request: Request, limits: Limits) -> list[tuple[str, bytes
     except StarletteHTTPException as exc:
         # Starlette reports multipart limit and syntax errors as a 400 with a message.
         if "too many files" in str(exc.detail).lower():
-            raise ServeError(413, "too_many_files", f"more than {limits.max_files} files in one request; send at most {limits.max_files}") from None
+            raise ServeError(
+                413, "too_many_files", f"more than {limits.max_files} files in one request; send at most {limits.max_files}"
+            ) from None
         raise ServeError(400, "bad_request", f"malformed multipart body: {exc.detail}") from None
     try:
         entries = form.getlist(FIELD)
@@ -465,12 +500,26 @@ def app_from_env() -> FastAPI:
         raise ImagefitError(f"${ENV_CONFIG} is not set; start the server with `imagefit serve RUN`")
     s = ServeSettings(**json.loads(raw))
     return create_app(
-        s.run_path, max_upload_mb=s.max_upload_mb, max_pixels=s.max_pixels, max_files=s.max_files,
-        batch_window_ms=s.batch_window_ms, max_batch=s.max_batch, timeout_s=s.timeout_s, max_pending=s.max_pending,
+        s.run_path,
+        max_upload_mb=s.max_upload_mb,
+        max_pixels=s.max_pixels,
+        max_files=s.max_files,
+        batch_window_ms=s.batch_window_ms,
+        max_batch=s.max_batch,
+        timeout_s=s.timeout_s,
+        max_pending=s.max_pending,
     )
 
 
-def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info", access_log: bool = True) -> None:
+def serve(
+    settings: ServeSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
     """Run the server until interrupted (``imagefit serve``).
 
     With ``workers > 1`` each worker process loads its own copy of the model
@@ -487,9 +536,14 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
         raise ConfigError(f"invalid workers: received {workers!r}; allowed: an integer >= 1")
     if workers == 1:
         app = create_app(
-            settings.run_path, max_upload_mb=settings.max_upload_mb, max_pixels=settings.max_pixels,
-            max_files=settings.max_files, batch_window_ms=settings.batch_window_ms, max_batch=settings.max_batch,
-            timeout_s=settings.timeout_s, max_pending=settings.max_pending,
+            settings.run_path,
+            max_upload_mb=settings.max_upload_mb,
+            max_pixels=settings.max_pixels,
+            max_files=settings.max_files,
+            batch_window_ms=settings.batch_window_ms,
+            max_batch=settings.max_batch,
+            timeout_s=settings.timeout_s,
+            max_pending=settings.max_pending,
         )
         _announce(app.state.model)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
@@ -499,7 +553,9 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
     os.environ[ENV_CONFIG] = json.dumps({**settings.__dict__, "run_path": str(Path(settings.run_path).resolve())})
     # Each worker's engine would otherwise use every core: share them out.
     os.environ.setdefault("IMAGEFIT_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-    uvicorn.run("imagefit.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)
+    uvicorn.run(
+        "imagefit.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log
+    )
 
 
-__all__ = ["ErrorBody", "Health", "Prediction", "PredictResponse", "ServeSettings", "app_from_env", "create_app", "serve"]
+__all__ = ["ErrorBody", "Health", "PredictResponse", "Prediction", "ServeSettings", "app_from_env", "create_app", "serve"]

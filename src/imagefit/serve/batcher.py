@@ -106,7 +106,12 @@ class MicroBatcher:
         """
         n = len(x)
         if self.pending + n > self.max_pending:
-            raise ServeError(503, "busy", f"{self.pending} images are waiting for the model (limit {self.max_pending}); retry shortly", {"Retry-After": "1"})
+            raise ServeError(
+                503,
+                "busy",
+                f"{self.pending} images are waiting for the model (limit {self.max_pending}); retry shortly",
+                {"Retry-After": "1"},
+            )
         self.pending += n
         try:
             if not self.batching:
@@ -178,7 +183,7 @@ class MicroBatcher:
             x = live[0].x if len(live) == 1 else np.concatenate([it.x for it in live])
             try:
                 out = await loop.run_in_executor(self._executor, self._call, x)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            except Exception as exc:
                 for it in live:
                     if not it.future.done():
                         it.future.set_exception(exc)

@@ -101,7 +101,11 @@ def check_part_type(filename: str, content_type: str | None) -> None:
     """
     ct = (content_type or "").split(";")[0].strip().lower()
     if ct and not ct.startswith(ACCEPTED_PART_TYPES):
-        raise ServeError(415, "unsupported_media_type", f"{filename}: content type {ct!r} is not an image; send image/jpeg, image/png, image/webp, image/gif, image/bmp or image/tiff")
+        raise ServeError(
+            415,
+            "unsupported_media_type",
+            f"{filename}: content type {ct!r} is not an image; send image/jpeg, image/png, image/webp, image/gif, image/bmp or image/tiff",
+        )
 
 
 def prepare_image(data: bytes, filename: str, pre: Preprocess, max_pixels: int) -> np.ndarray:
@@ -131,16 +135,20 @@ def prepare_image(data: bytes, filename: str, pre: Preprocess, max_pixels: int) 
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as probe:
                 w, h = probe.size
     except UnidentifiedImageError:
-        raise ServeError(415, "unsupported_media_type", f"{filename}: not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})") from None
-    except Exception as exc:  # noqa: BLE001 - any header parse failure is the file's fault
+        raise ServeError(
+            415, "unsupported_media_type", f"{filename}: not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})"
+        ) from None
+    except Exception as exc:
         raise ServeError(422, "invalid_image", f"{filename}: corrupt image header ({type(exc).__name__}: {str(exc)[:100]})") from None
     if w * h > max_pixels:
-        raise ServeError(413, "too_many_pixels", f"{filename}: {w}x{h} is {w * h:,} pixels; the limit is {max_pixels:,} (possible decompression bomb)")
+        raise ServeError(
+            413, "too_many_pixels", f"{filename}: {w}x{h} is {w * h:,} pixels; the limit is {max_pixels:,} (possible decompression bomb)"
+        )
     try:
         return pre.pixels(decode_array(data, draft_size=pre.resize_size, max_pixels=max_pixels))
     except BadImageError as exc:
         raise ServeError(422, "invalid_image", f"{filename}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a decoder bug on hostile input must stay a 422
+    except Exception as exc:
         raise ServeError(422, "invalid_image", f"{filename}: cannot be decoded ({type(exc).__name__})") from None
 
 

@@ -126,7 +126,16 @@ class EarlyStopping(MonitorCallback):
 class ReduceLROnPlateau(MonitorCallback):
     """Multiply the learning rate by ``factor`` after ``patience`` epochs without improvement."""
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.3, patience: int = 2, min_lr: float = 1e-6, mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.3,
+        patience: int = 2,
+        min_lr: float = 1e-6,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+    ):
         super().__init__(monitor, mode, min_delta)
         if not 0 < factor < 1:
             raise invalid("factor", factor, "a number in (0, 1)")

@@ -251,20 +251,20 @@ class Trainer:
             opt_meta = meta["optimizer"]
             state: dict[int, dict[str, Any]] = {}
             for pid, entries in opt_meta["state"].items():
-                state[int(pid)] = {
-                    name: (tensors[f"optim.{pid}.{name}"] if val == "tensor" else val) for name, val in entries.items()
-                }
+                state[int(pid)] = {name: (tensors[f"optim.{pid}.{name}"] if val == "tensor" else val) for name, val in entries.items()}
             self.optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
             for i, (cb, st) in enumerate(zip(self.callbacks, meta["callbacks"])):
                 cb.load_state_dict(_unfinite(st))
                 if st.get("has_best_state"):
                     prefix = f"cb{i}.best."
-                    cb.best_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # type: ignore[attr-defined]
+                    cb.best_state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # type: ignore[attr-defined]
             self.history = list(meta.get("history", []))
             self.stop_training = bool(meta.get("stop_training", False))
             return int(meta["epochs_done"])
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            raise ArtifactError(f"checkpoint in {self.checkpoint_dir} is damaged ({type(exc).__name__}: {exc}); delete it to start over") from None
+            raise ArtifactError(
+                f"checkpoint in {self.checkpoint_dir} is damaged ({type(exc).__name__}: {exc}); delete it to start over"
+            ) from None
 
 
 def _finite(obj: Any) -> Any:

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from ..artifacts import META_FILE, save_run, versions
 from ..calibrate import fit_temperature, scaled_probs
 from ..config import RunConfig
 from ..data.discover import ImageSet, discover
-from ..data.load import SkipLog
 from ..data.gpu import DeviceJpegLoader
+from ..data.load import SkipLog
 from ..data.loader import TrainImages, collate_skip, iter_batches, worker_context
 from ..data.split import stratified_split
 from ..data.transforms import Preprocess
@@ -160,7 +159,17 @@ class _Phase:
         self.csv = CSVLogger(out / "history.csv", enabled=dist.is_main)
 
 
-def fit(data: str | Path, val: str | Path | None, out: str | Path | None, config: RunConfig, *, resume: bool = False, progress: bool = True, engine: str = "auto", device: str = "auto") -> Run:
+def fit(
+    data: str | Path,
+    val: str | Path | None,
+    out: str | Path | None,
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    engine: str = "auto",
+    device: str = "auto",
+) -> Run:
     """Train a classifier and write its run folder. See :func:`imagefit.train`."""
     start = time.time()
     dev = resolve_device(device)
@@ -172,7 +181,19 @@ def fit(data: str | Path, val: str | Path | None, out: str | Path | None, config
         teardown(info)
 
 
-def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, config: RunConfig, *, resume: bool, progress: bool, engine: str, dev: torch.device, info: DistInfo, start: float) -> Run:
+def _fit(
+    data: str | Path,
+    val: str | Path | None,
+    out: str | Path | None,
+    config: RunConfig,
+    *,
+    resume: bool,
+    progress: bool,
+    engine: str,
+    dev: torch.device,
+    info: DistInfo,
+    start: float,
+) -> Run:
     ui = UI(progress and info.is_main)
     out_path = Path(out) if out else default_out(config)
     state_file = out_path / CHECKPOINT_DIR / STATE_FILE
@@ -198,10 +219,7 @@ def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, confi
 
     if info.is_main:
         atomic_write_json(state_file, {"config": config.to_dict(), "data": str(data), "val": None if val is None else str(val)})
-    ui.info(
-        f"data: {len(train_set)} train / {len(val_set)} validation images, classes {train_set.classes} "
-        f"-> {out_path}"
-    )
+    ui.info(f"data: {len(train_set)} train / {len(val_set)} validation images, classes {train_set.classes} -> {out_path}")
     backbone, spec = create_backbone(config.model.name, pretrained=config.model.pretrained)
     pre = _preprocess(spec, config)
     hidden = config.model.hidden or spec.default_hidden
@@ -224,10 +242,14 @@ def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, confi
                 extract(paths[info.rank :: info.world_size], eng, pre, SkipLog(), cache=cache, views=v, workers=config.data.workers or None)
             barrier(info)
         with ui.task("features (train)", len(train_set)) as adv:
-            ftr = extract(train_set.paths, eng, pre, ph.skipped, cache=cache, views=views, progress=adv, workers=config.data.workers or None)
+            ftr = extract(
+                train_set.paths, eng, pre, ph.skipped, cache=cache, views=views, progress=adv, workers=config.data.workers or None
+            )
         with ui.task("features (val)", len(val_set)) as adv:
             fva = extract(val_set.paths, eng, pre, ph.skipped, cache=cache, progress=adv, workers=config.data.workers or None)
-        ui.info(f"features: {ftr.extracted + fva.extracted} extracted, {len(ftr.indices) + len(fva.indices) - ftr.extracted - fva.extracted} from cache")
+        ui.info(
+            f"features: {ftr.extracted + fva.extracted} extracted, {len(ftr.indices) + len(fva.indices) - ftr.extracted - fva.extracted} from cache"
+        )
         xtr = torch.from_numpy(ftr.values)
         ytr = torch.tensor(np.asarray(train_set.labels)[ftr.indices], dtype=torch.long)
         xva = torch.from_numpy(fva.values[:, 0])
@@ -300,7 +322,13 @@ def _fit(data: str | Path, val: str | Path | None, out: str | Path | None, confi
     )
     meta = {
         "classes": train_set.classes,
-        "backbone": {"name": spec.name, "architecture": spec.architecture, "num_features": spec.num_features, "digest": digest, "weights": spec.weights},
+        "backbone": {
+            "name": spec.name,
+            "architecture": spec.architecture,
+            "num_features": spec.num_features,
+            "digest": digest,
+            "weights": spec.weights,
+        },
         "preprocess": pre.to_dict(),
         "head": {"hidden": hidden, "dropout": dropout, "out_features": head.out_features},
         "temperature": float(temperature),
@@ -334,7 +362,17 @@ def _engine(backbone: nn.Module, pre: Preprocess, key: str, engine: str, dev: to
     return eng or Engine(backbone, pre, key, engine, str(dev))
 
 
-def _write_report(out: Path, meta: dict[str, Any], metrics: dict[str, Any], history: list[dict[str, Any]], paths: list[Path], y: np.ndarray, probs_uncal: np.ndarray, probs: np.ndarray, ui: UI) -> None:
+def _write_report(
+    out: Path,
+    meta: dict[str, Any],
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    paths: list[Path],
+    y: np.ndarray,
+    probs_uncal: np.ndarray,
+    probs: np.ndarray,
+    ui: UI,
+) -> None:
     """``report.html`` + PNGs in the run folder.
 
     The model is already saved: a report that fails (a full disk, a broken
@@ -381,7 +419,16 @@ def discriminative_groups(units: list[nn.Module], low: float = 0.1) -> list[dict
     return groups
 
 
-def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights: torch.Tensor | None, dev: torch.device, resume: bool, *, unfreeze_all: bool) -> list[dict[str, float]]:
+def _fine_tune(
+    ph: _Phase,
+    classifier: ImageClassifier,
+    pre: Preprocess,
+    weights: torch.Tensor | None,
+    dev: torch.device,
+    resume: bool,
+    *,
+    unfreeze_all: bool,
+) -> list[dict[str, float]]:
     """Train backbone blocks (+ head) on images, data-parallel when launched by torchrun."""
     config, t, info = ph.config, ph.config.train, ph.dist
     backbone, head = classifier.backbone, classifier.head
@@ -424,7 +471,9 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
         forward = torch.nn.parallel.DistributedDataParallel(classifier, device_ids=[dev.index] if dev.type == "cuda" else None)
     # One seeded permutation shared by all ranks; rank r takes every world_size-th sample, so the
     # union of the ranks' batches is the batch a single process would draw.
-    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=t.seed, drop_last=False)
+    sampler = torch.utils.data.DistributedSampler(
+        ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=t.seed, drop_last=False
+    )
     device_loader = DeviceJpegLoader(ds.paths, ds.labels, pre, dev, augment, ph.skipped) if loader_kind == "device" else None
     seen: set[int] = set()
 
@@ -440,8 +489,15 @@ def _fine_tune(ph: _Phase, classifier: ImageClassifier, pre: Preprocess, weights
                     yield x, y
                 return
             loader = torch.utils.data.DataLoader(
-                ds, batch_size=bs, sampler=sampler, generator=g, num_workers=workers, collate_fn=collate_skip,
-                pin_memory=dev.type == "cuda", persistent_workers=False, multiprocessing_context=worker_context() if workers else None,
+                ds,
+                batch_size=bs,
+                sampler=sampler,
+                generator=g,
+                num_workers=workers,
+                collate_fn=collate_skip,
+                pin_memory=dev.type == "cuda",
+                persistent_workers=False,
+                multiprocessing_context=worker_context() if workers else None,
             )
             for batch in loader:
                 if batch is None:
