@@ -29,8 +29,9 @@ LIMITS = {"max_upload_mb": 2.0, "max_files": 8, "max_pixels": 50_000_000, "timeo
 def serve_app(trained_run: Path) -> FastAPI:
     """The app on the session's lite0 run, with small limits."""
     from imagefit.serve.app import create_app
+    from imagefit.serve.settings import ServeSettings
 
-    return create_app(trained_run, batch_window_ms=5.0, max_batch=16, **LIMITS)
+    return create_app(ServeSettings(str(trained_run), batch_window_ms=5.0, max_batch=16, **LIMITS))
 
 
 @pytest.fixture(scope="session")

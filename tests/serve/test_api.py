@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 
 import imagefit
 from imagefit.serve import app as app_module
+from imagefit.serve import routes
 from imagefit.serve.app import create_app
+from imagefit.serve.settings import ServeSettings
 
 from .conftest import CAT, DOG
 
@@ -80,7 +82,7 @@ def test_predict_uses_temperature(serve_app: FastAPI, trained_run: Path, tmp_pat
     meta["temperature"] = 4.0
     (run / "imagefit.json").write_text(json.dumps(meta))
     want = imagefit.load(run).predict([CAT]).records[0]["probability"]
-    with TestClient(create_app(run)) as c:
+    with TestClient(create_app(ServeSettings(str(run)))) as c:
         got = c.post("/predict", files={"files": ("cat.jpg", CAT.read_bytes(), "image/jpeg")}).json()
     assert got["model"]["temperature"] == 4.0
     assert got["predictions"][0]["probability"] == pytest.approx(want, abs=1e-4)
@@ -91,7 +93,7 @@ def test_predict_uses_temperature(serve_app: FastAPI, trained_run: Path, tmp_pat
 
 def test_concurrent_requests_are_batched(serve_app: FastAPI, cat_bytes: bytes) -> None:
     """Requests that arrive together share model calls and get their own answers."""
-    app = create_app("unused", model=serve_app.state.model, batch_window_ms=100.0, max_batch=16)
+    app = create_app(ServeSettings(batch_window_ms=100.0, max_batch=16), model=serve_app.state.model)
     stats = app.state.batcher.stats
     dog = DOG.read_bytes()
 
@@ -110,7 +112,7 @@ def test_concurrent_requests_are_batched(serve_app: FastAPI, cat_bytes: bytes) -
 
 
 def test_unbatched_mode_gives_same_answers(serve_app: FastAPI, client: TestClient, cat_bytes: bytes) -> None:
-    app = create_app("unused", model=serve_app.state.model, batch_window_ms=0)
+    app = create_app(ServeSettings(batch_window_ms=0), model=serve_app.state.model)
     with TestClient(app) as c:
         r = c.post("/predict", files={"files": ("cat.jpg", cat_bytes, "image/jpeg")})
         assert c.get("/health").json()["batching"] is False
@@ -147,8 +149,8 @@ def test_docs_offline(client: TestClient) -> None:
 
 
 def test_docs_fallback_without_swagger_package(serve_app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_module, "_swagger_assets", lambda: None)
-    app = create_app("unused", model=serve_app.state.model)
+    monkeypatch.setattr(routes, "swagger_assets", lambda: None)
+    app = create_app(ServeSettings(), model=serve_app.state.model)
     with TestClient(app) as c:
         r = c.get("/docs")
     assert r.status_code == 200
@@ -181,7 +183,7 @@ def test_bad_settings_fail_at_start(serve_app: FastAPI) -> None:
     model = serve_app.state.model
     for bad in ({"max_files": 0}, {"max_upload_mb": 0}, {"timeout_s": -1}, {"batch_window_ms": -1}, {"max_batch": 0}):
         with pytest.raises(ConfigError):
-            create_app("unused", model=model, **bad)
+            create_app(ServeSettings(**bad), model=model)
 
 
 def test_engine_output_is_per_image(serve_app: FastAPI) -> None:

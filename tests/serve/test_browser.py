@@ -24,6 +24,7 @@ import pytest
 from fastapi import FastAPI
 
 from imagefit.serve.app import create_app
+from imagefit.serve.settings import ServeSettings
 
 from .conftest import CAT, DOG
 
@@ -49,7 +50,7 @@ def live_server(serve_app: FastAPI) -> Iterator[str]:
     import uvicorn
 
     # Its own app (same model): the session TestClient's event loop stays out of it.
-    app = create_app("unused", model=serve_app.state.model)
+    app = create_app(ServeSettings(), model=serve_app.state.model)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port first

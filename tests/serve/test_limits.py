@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from imagefit.serve.app import create_app
+from imagefit.serve.settings import ServeSettings
 
 from .conftest import assert_cat, png_bytes
 
@@ -106,7 +107,7 @@ def test_bomb_is_refused_from_its_header(client: TestClient, bomb_png: bytes) ->
 
 
 def test_max_pixels_is_configurable(serve_app: FastAPI, cat_bytes: bytes) -> None:
-    app = create_app("unused", model=serve_app.state.model, max_pixels=100 * 100)
+    app = create_app(ServeSettings(max_pixels=100 * 100), model=serve_app.state.model)
     with TestClient(app) as c:
         assert c.post("/predict", files={"files": ("small.png", png_bytes((100, 100)), "image/png")}).status_code == 200
         r = c.post("/predict", files={"files": ("cat.jpg", cat_bytes, "image/jpeg")})
@@ -114,7 +115,7 @@ def test_max_pixels_is_configurable(serve_app: FastAPI, cat_bytes: bytes) -> Non
 
 
 def test_timeout_is_504_and_server_recovers(serve_app: FastAPI, cat_bytes: bytes) -> None:
-    app = create_app("unused", model=serve_app.state.model, timeout_s=0.3)
+    app = create_app(ServeSettings(timeout_s=0.3), model=serve_app.state.model)
     batcher = app.state.batcher
     fast = batcher.infer
 
@@ -137,7 +138,7 @@ def test_busy_is_503_with_retry_after(serve_app: FastAPI, cat_bytes: bytes) -> N
     """Past max_pending waiting images, requests are refused instead of queued without bound."""
     import httpx
 
-    app = create_app("unused", model=serve_app.state.model, max_files=1, max_pending=1, batch_window_ms=0)
+    app = create_app(ServeSettings(max_files=1, max_pending=1, batch_window_ms=0), model=serve_app.state.model)
     batcher = app.state.batcher
     fast = batcher.infer
 
