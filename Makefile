@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser demo test test-fast bench clean
+.PHONY: install web-vendor browser demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,7 +11,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed web-vendor
+
+# ONNX Runtime Web for `imagefit export --format web`, from npm at a pinned version (~14 MiB, not in git).
+ORT_WEB_VERSION := 1.30.0
+WEB_VENDOR := src/imagefit/web/vendor
+web-vendor: $(WEB_VENDOR)/.ort-$(ORT_WEB_VERSION)
+$(WEB_VENDOR)/.ort-$(ORT_WEB_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "note: npm not found; imagefit export --format web will not work"; exit 0; }; \
+	  tmp=$$(mktemp -d) && (cd $$tmp && npm pack -q onnxruntime-web@$(ORT_WEB_VERSION) >/dev/null) && \
+	  tar -xzf $$tmp/onnxruntime-web-$(ORT_WEB_VERSION).tgz -C $$tmp && mkdir -p $(WEB_VENDOR) && \
+	  cp $$tmp/package/dist/ort.wasm.min.js $$tmp/package/dist/ort-wasm-simd-threaded.mjs $$tmp/package/dist/ort-wasm-simd-threaded.wasm $(WEB_VENDOR)/ && \
+	  cp $$tmp/package/package.json $(WEB_VENDOR)/ && touch $@ || echo "note: onnxruntime-web not vendored; imagefit export --format web will not work"; \
+	  rm -rf $$tmp
 
 demo: install
 	$(VENV)/bin/imagefit demo

@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 
-def export_onnx(module: nn.Module, path: str | Path, input_size: int, *, output_name: str = "output", pixels: bool = False) -> Path:
+def export_onnx(
+    module: nn.Module, path: str | Path, input_size: int, *, output_name: str = "output", pixels: bool = False, opset: int = 17
+) -> Path:
     """Write ``module`` as an ONNX graph with a dynamic batch axis.
 
     The file is written to a temporary name and renamed, so a crash never
@@ -25,6 +27,7 @@ def export_onnx(module: nn.Module, path: str | Path, input_size: int, *, output_
         input_size: The square input side ``S``.
         pixels: The module takes uint8 ``[N, S, S, 3]`` (a :class:`~imagefit.engine.PixelModel`).
         output_name: Name of the graph's output.
+        opset: ONNX opset (18 for graphs merged with the antialiased resize).
 
     Returns:
         The written path.
@@ -49,7 +52,7 @@ def export_onnx(module: nn.Module, path: str | Path, input_size: int, *, output_
                 input_names=["input"],
                 output_names=[output_name],
                 dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
-                opset_version=17,
+                opset_version=opset,
                 dynamo=False,
             )
         os.replace(tmp, path)
