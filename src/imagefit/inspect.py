@@ -1,14 +1,19 @@
-"""``imagefit inspect``: what is in a data folder before training on it."""
+"""``imagefit inspect``: what is in a data folder before training on it.
+
+Nothing here imports torch unless an augmentation preview is asked for: a look
+at a folder must start in well under a second.
+"""
 
 from __future__ import annotations
 
+import os
+import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .data.discover import ImageSet, discover
 from .data.load import SkipLog, probe
-from .data.loader import default_workers
 from .errors import BadImageError
 
 
@@ -17,6 +22,11 @@ def _probe(path: Path) -> tuple[int, int] | str:
         return probe(path)
     except BadImageError as exc:
         return str(exc)
+
+
+def _threads() -> int:
+    # One per core, at least two: data.loader.default_workers' rule, without importing torch with it.
+    return max(2, os.cpu_count() or 2)
 
 
 def inspect_data(data: str | Path, *, labels_from_filename: bool = False) -> dict[str, Any]:
@@ -33,7 +43,7 @@ def inspect_data(data: str | Path, *, labels_from_filename: bool = False) -> dic
 
 
 def _inspect_set(s: ImageSet) -> dict[str, Any]:
-    with ThreadPoolExecutor(default_workers()) as pool:
+    with ThreadPoolExecutor(_threads()) as pool:
         results = list(pool.map(_probe, s.paths))
     skipped = SkipLog()
     sizes = []
@@ -56,3 +66,84 @@ def _inspect_set(s: ImageSet) -> dict[str, Any]:
         hs = [h for _, h in sizes]
         out["size"] = {"min": [min(ws), min(hs)], "max": [max(ws), max(hs)], "median": [sorted(ws)[len(ws) // 2], sorted(hs)[len(hs) // 2]]}
     return out
+
+
+def sample_photos(data: str | Path, *, per_class: int = 6, labels_from_filename: bool = False, seed: int = 0) -> dict[str, list[Path]]:
+    """A few photos per class of the training split; the same ones every time (seeded), so reports compare."""
+    train = discover(data, labels_from_filename=labels_from_filename).train
+    rng = random.Random(seed)
+    samples = {}
+    for k, c in enumerate(train.classes):
+        ps = [p for p, y in zip(train.paths, train.labels) if y == k]
+        samples[c] = sorted(rng.sample(ps, min(per_class, len(ps))))
+    return samples
+
+
+def write_inspect_report(
+    data: str | Path, report: dict[str, Any], path: str | Path, *, labels_from_filename: bool = False, per_class: int = 6
+) -> Path:
+    """Write inspect's HTML report (:func:`inspect_data`'s ``report`` and a grid of sample photos per class)."""
+    from .report import write_inspect_report as write
+
+    return write(Path(path), report, sample_photos(data, per_class=per_class, labels_from_filename=labels_from_filename))
+
+
+def augment_preview(
+    data: str | Path,
+    path: str | Path,
+    augment: str = "heavy",
+    *,
+    model: str = "lite0",
+    photos: int = 4,
+    variants: int = 5,
+    labels_from_filename: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write a PNG grid: each row one training photo, first as evaluated, then ``variants`` augmented draws.
+
+    Uses the training transform itself (:meth:`~imagefit.data.transforms.Preprocess.train_transform`)
+    with ``model``'s preprocessing, so the preview shows exactly what training sees.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .data.load import load_image
+    from .errors import invalid
+    from .models.registry import get_spec
+    from .paths import atomic_write_bytes
+
+    if augment not in ("none", "light", "heavy"):
+        raise invalid("augment", augment, ("none", "light", "heavy"))
+    pre = get_spec(model).preprocess
+    train_tf, eval_tf = pre.train_transform(augment), pre.train_transform("none")
+    samples = sample_photos(data, per_class=max(1, photos // 2), labels_from_filename=labels_from_filename, seed=seed)
+    chosen = [p for ps in samples.values() for p in ps][:photos]
+    torch.manual_seed(seed)
+    mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
+
+    def pixels(x: torch.Tensor) -> np.ndarray:
+        return (x * std + mean).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy()
+
+    rows = []
+    for p in chosen:
+        try:
+            img = load_image(p)
+        except BadImageError:
+            continue  # inspect's main listing names unreadable files; the preview just shows readable ones
+        rows.append([pixels(eval_tf(img))] + [pixels(train_tf(img)) for _ in range(variants)])
+    return atomic_write_bytes(path, _tile(rows, pre.input_size, Image))
+
+
+def _tile(rows: list[list[Any]], size: int, Image: Any, gap: int = 4) -> bytes:
+    """Arrays of ``size`` x ``size`` pixels laid out in rows, as PNG bytes."""
+    import io
+
+    cols = max((len(r) for r in rows), default=1)
+    sheet = Image.new("RGB", (cols * (size + gap) + gap, max(1, len(rows)) * (size + gap) + gap), "white")
+    for i, row in enumerate(rows):
+        for j, arr in enumerate(row):
+            sheet.paste(Image.fromarray(arr), (gap + j * (size + gap), gap + i * (size + gap)))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()

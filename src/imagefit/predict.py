@@ -1,17 +1,29 @@
-"""Prediction records and the CSV files made from them."""
+"""Prediction records, the CSV files made from them, and ``predict``'s whole job as one function.
+
+:func:`predict_files` is what ``imagefit predict`` does (check the output, predict,
+clip, write the CSV or Kaggle submission, optionally a grid of the photos); the
+CLI only prints its result.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .data.load import SkipLog
+from .errors import DataError, invalid
 from .paths import atomic_write_text
+
+if TYPE_CHECKING:
+    from .model import Model
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -30,11 +42,24 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.records[i]
+
+    def probabilities(self) -> np.ndarray:
+        """``[n, classes]`` probabilities of the readable images (an empty array when there are none)."""
+        return self.probs if self.probs is not None else np.zeros((0, len(self.classes)))
+
+    def clipped(self, low: float) -> Predictions:
+        """These predictions with probabilities clipped to ``[low, 1-low]`` (see ``predict --clip``)."""
+        from .calibrate import clip_probabilities
+
+        probs = clip_probabilities(self.probabilities(), low)
+        paths = [Path(r["path"]) for r in self.records]
+        records = make_records(paths, np.arange(len(paths)), probs, self.classes)
+        return Predictions(records, self.classes, self.skipped, self.indices, probs)
 
     def to_csv(self, path: str | Path) -> Path:
         """Write ``path,label,prob_<class>...,error`` rows (atomic).
@@ -66,3 +91,131 @@ def make_records(paths: list[Path], indices: np.ndarray, probs: np.ndarray, clas
             }
         )
     return out
+
+
+def default_output(kaggle: bool = False) -> Path:
+    """``submission.csv`` with ``kaggle``, else ``predictions.csv`` (in the current folder)."""
+    return Path("submission.csv" if kaggle else "predictions.csv")
+
+
+def check_output(dest: str | Path, inputs: list[str | Path]) -> Path:
+    """Refuse an output that would destroy something: an input file, a folder, or an existing non-CSV file.
+
+    Also refuses an image file name (``--out pout/a.jpg``): CSV text under a
+    photo's name would be read as a broken photo next time.
+
+    Raises:
+        ConfigError: naming the output and why (exit 2, a usage mistake).
+        DataError: if an input path does not exist.
+    """
+    from .data.discover import list_images
+
+    dest = Path(dest)
+    allowed = "a new or existing .csv file that is not one of the inputs, e.g. predictions.csv"
+    if dest.is_dir():
+        raise invalid("--out", str(dest), f"{allowed} (this is a folder)")
+    if dest.suffix.lower() in IMAGE_SUFFIXES:
+        raise invalid("--out", str(dest), f"{allowed} (this is an image file name)")
+    if dest.exists() and dest.suffix.lower() != ".csv":
+        raise invalid("--out", str(dest), f"{allowed} (an existing non-CSV file is never overwritten)")
+    target = dest.resolve()
+    if any(Path(p).resolve() == target for p in list_images(list(inputs))):
+        raise invalid("--out", str(dest), f"{allowed} (this file is one of the inputs)")
+    return dest
+
+
+def check_writable(folder: Path, need_bytes: int) -> None:
+    """Raise OutputError now if ``folder`` cannot be written or its disk is nearly full (before any photo is read)."""
+    try:
+        from .paths import check_writable as check  # type: ignore[attr-defined]
+    except ImportError:  # until check_writable has moved from train/run.py to paths.py (issue 12)
+        from .train.run import check_writable as check
+    check(folder, need_bytes=need_bytes)
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_files` did: the predictions, the CSV written, and its row count."""
+
+    predictions: Predictions
+    csv: Path
+    rows: int
+    missing: list[Path] = field(default_factory=list)  # unreadable photos given the uniform probability (Kaggle)
+    report: Path | None = None
+
+
+def predict_files(
+    model: Model,
+    paths: list[str | Path],
+    out: str | Path | None = None,
+    *,
+    tta: bool = False,
+    clip: float = 0.0,
+    kaggle: bool = False,
+    report: bool | str | Path = False,
+    progress: bool = False,
+) -> PredictResult:
+    """Predict files and folders and write the CSV (``path,label,prob_<class>...,error``) or a Kaggle submission.
+
+    The output is checked before any photo is read (:func:`check_output` and free
+    space); nothing is written when no photo could be predicted, so an existing
+    CSV is never replaced by an empty one.
+
+    Args:
+        model: A loaded :class:`~imagefit.model.Model`.
+        paths: Image files and/or folders (recursive).
+        out: CSV to write (default :func:`default_output`).
+        tta: Average with the mirror image.
+        clip: Clip probabilities to ``[clip, 1-clip]`` (0: no clipping).
+        kaggle: Write ``id,label`` rows sorted by numeric id, label = probability of the second class.
+        report: Also write a grid of the photos with their predicted labels and probabilities:
+            ``True`` for a PNG beside the CSV, or the PNG's path.
+        progress: Show a progress bar.
+
+    Raises:
+        ConfigError: the output would overwrite an input, a folder or a non-CSV file.
+        OutputError: the output's folder cannot be written.
+        DataError: no photo could be predicted.
+    """
+    dest = check_output(out or default_output(kaggle), paths)
+    check_writable(dest.parent, need_bytes=16 * 2**20)
+    preds = model.predict(paths, tta=tta, progress=progress)
+    if not len(preds):
+        reasons = "; ".join(f"{p}: {r}" for p, r in preds.skipped.items[:3])
+        raise DataError(
+            f"nothing to predict: no readable image in {', '.join(str(p) for p in paths)}" + (f" ({reasons})" if reasons else "")
+        )
+    if clip:
+        preds = preds.clipped(clip)
+    missing: list[Path] = []
+    if kaggle:
+        from .kaggle import write_submission
+
+        missing = [Path(s["path"]) for s in preds.skipped.as_list()]
+        write_submission(dest, [Path(r["path"]) for r in preds.records], preds.probabilities(), model.classes, missing)
+    else:
+        preds.to_csv(dest)
+    grid = None
+    if report:
+        grid = write_prediction_grid(preds, dest.with_suffix(".png") if report is True else Path(report))
+    return PredictResult(preds, dest, len(preds) + len(missing), missing, grid)
+
+
+def write_prediction_grid(preds: Predictions, path: str | Path, n: int = 25, cols: int = 5) -> Path:
+    """A PNG grid of the first ``n`` photos captioned with the predicted label and its probability.
+
+    The caption also names the runner-up when it is within 0.25 of the top class,
+    so that an uncertain answer looks uncertain.
+    """
+    from .paths import atomic_write_bytes
+    from .report.plots import image_grid
+
+    items = []
+    for r in preds.records[:n]:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        caption = f"{Path(r['path']).name}\n{ranked[0][0]} {ranked[0][1]:.3f}"
+        if len(ranked) > 1 and ranked[0][1] - ranked[1][1] < 0.25:
+            caption += f" ({ranked[1][0]} {ranked[1][1]:.3f})"
+        items.append({"path": r["path"], "caption": caption})
+    title = f"{min(n, len(preds))} of {len(preds)} photos: predicted label and probability"
+    return atomic_write_bytes(path, image_grid(items, title=title, cols=cols))

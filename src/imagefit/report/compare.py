@@ -63,7 +63,32 @@ def summarize(run: str | Path) -> dict[str, Any]:
         "val_data": data.get("val") or data.get("train"),
         "baseline_accuracy": base.get("accuracy"),
         "baseline_log_loss": base.get("log_loss"),
+        "settings": settings(cfg),
     }
+
+
+def settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings, flat (``lr``, ``epochs``, ``augment`` ...), with automatic values resolved as training used them."""
+    flat: dict[str, Any] = {}
+    for section in ("data", "model", "train"):
+        for key, value in (config.get(section) or {}).items():
+            flat["model" if (section, key) == ("model", "name") else key] = value
+    try:
+        from ..config import TrainConfig
+
+        tc = TrainConfig(**(config.get("train") or {}))
+        flat.update(lr=tc.resolved_lr, epochs=tc.resolved_epochs, batch_size=tc.resolved_batch_size)
+    except (TypeError, ValueError):
+        pass  # an older or edited record: show its values as stored
+    return flat
+
+
+def differing_settings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Names of the settings whose values differ between runs (model and strategy have columns of their own)."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r.get("settings", {}) if k not in keys and k not in ("model", "strategy")]
+    return [k for k in keys if len({repr(r.get("settings", {}).get(k)) for r in rows}) > 1]
 
 
 def compare(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -94,21 +119,64 @@ def comparable_note(rows: Sequence[dict[str, Any]]) -> str | None:
 def _cell(v: Any, key: str) -> str:
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         if not math.isfinite(v):
             return "-"
+        if key in ("lr", "min_lr", "weight_decay", "lr_factor", "dropout", "val_split", "unfreeze"):
+            return f"{v:g}"
         return f"{v:.1f}" if key == "seconds" else f"{v:.3f}" if key == "temperature" else f"{v:.4f}"
     return str(v)
 
 
-def rich_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """The comparison as a rich table; the lowest log loss in bold green."""
-    t = Table(*[c.replace("_", " ") for c in COLUMNS], title="validation metrics (model = calibrated)")
+# Which columns stay when the terminal is narrow, most wanted first; the settings that differ come after these.
+PRIORITY = ("name", "accuracy", "log_loss", "model", "strategy")
+LATER = ("ece", "seconds", "roc_auc", "log_loss_uncalibrated", "temperature", "n_train", "n_val")
+
+
+def _value(r: dict[str, Any], key: str) -> Any:
+    return r[key] if key in r else r.get("settings", {}).get(key)
+
+
+def _fitting_columns(rows: Sequence[dict[str, Any]], width: int) -> list[str]:
+    """Columns in display order that fit ``width`` whole: by priority, each as wide as its widest cell."""
+    wanted = [*PRIORITY, *differing_settings(rows), *LATER]
+    used, chosen = 1, []  # the table's left border
+    for key in wanted:
+        cells = [_cell(_value(r, key), key) for r in rows]
+        # Cells and headers never wrap (except the name, which folds); 3 = padding and border.
+        need = max(len(c) for c in [key, *cells]) + 3
+        if key == "name":
+            need = min(need, 24)
+        if used + need <= width or key == "name":
+            chosen.append(key)
+            used += need
+    settings_first = [k for k in wanted if k in chosen and k not in LATER and k not in PRIORITY]
+    order = ["name", "model", "strategy", *settings_first, "accuracy", "log_loss", *[k for k in LATER if k in chosen]]
+    return [k for k in order if k in chosen]
+
+
+def rich_table(rows: Sequence[dict[str, Any]], width: int | None = None) -> Table:
+    """The comparison as a rich table; the lowest log loss in bold green.
+
+    Args:
+        rows: :func:`compare`'s rows.
+        width: Terminal columns: the table keeps the columns that fit whole (the most
+            important first, then the settings that differ between runs), and its
+            caption names those left out (all are in compare.csv). None: all columns.
+    """
+    keys = _fitting_columns(rows, width) if width else ["name", "model", "strategy", *differing_settings(rows), *COLUMNS[3:]]
+    left = [k for k in (*COLUMNS, *differing_settings(rows)) if k not in keys]
+    caption = f"not shown at this width: {', '.join(k.replace('_', ' ') for k in left)}" if left else None
+    t = Table(title="validation metrics (model = calibrated)", caption=caption)
+    for k in keys:
+        t.add_column(k.replace("_", " "), overflow="fold" if k == "name" else "ellipsis", no_wrap=k != "name")
     losses = [r["log_loss"] for r in rows if isinstance(r.get("log_loss"), (int, float))]
     best = min(losses) if losses else None
     for r in rows:
         style = "bold green" if best is not None and r.get("log_loss") == best and len(rows) > 1 else None
-        t.add_row(*[_cell(r.get(c), c) for c in COLUMNS], style=style)
+        t.add_row(*[_cell(_value(r, k), k) for k in keys], style=style)
     return t
 
 
