@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import bounds
 from .errors import ConfigError, invalid
 
 AUGMENTS = ("none", "light", "heavy")
@@ -18,13 +19,6 @@ STRATEGIES = ("linear", "finetune", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOADERS = ("auto", "pillow", "device")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
-
-
-def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise invalid(name, value, f"a number in {bracket}{low}, {high}]")
 
 
 @dataclass
@@ -39,11 +33,11 @@ class DataConfig:
     loader: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_range("val_split", self.val_split, 0.0, 0.9)
+        bounds.check("val_split", self.val_split, bounds.VAL_SPLIT)
         if self.augment not in AUGMENTS:
             raise invalid("augment", self.augment, AUGMENTS)
-        if self.img_size is not None and not (32 <= int(self.img_size) <= 1024):
-            raise invalid("img_size", self.img_size, "an integer from 32 to 1024")
+        if self.img_size is not None:
+            bounds.check("img_size", self.img_size, bounds.INPUT_SIZE)
         if self.loader not in LOADERS:
             raise invalid("loader", self.loader, LOADERS)
         if self.workers < 0:
@@ -64,7 +58,7 @@ class ModelConfig:
             raise invalid("model", self.name, "a backbone name (see `imagefit models`)")
         if self.hidden < 0:
             raise invalid("hidden", self.hidden, "0 (no hidden layer) or a positive integer")
-        _check_range("dropout", self.dropout, 0.0, 0.95)
+        bounds.check("dropout", self.dropout, bounds.DROPOUT)
 
 
 @dataclass
@@ -101,14 +95,14 @@ class TrainConfig:
         if self.batch_size is not None and self.batch_size < 1:
             raise invalid("batch_size", self.batch_size, "a positive integer")
         if self.lr is not None:
-            _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+            bounds.check("lr", self.lr, bounds.LR)
         if self.weight_decay < 0:
             raise invalid("weight_decay", self.weight_decay, "a number >= 0")
         if self.unfreeze <= 0 or (self.unfreeze >= 1 and self.unfreeze != int(self.unfreeze)):
             raise invalid("unfreeze", self.unfreeze, "a fraction in (0, 1) or a whole number of blocks >= 1")
         if self.patience < 1 or self.lr_patience < 1:
             raise invalid("patience", (self.patience, self.lr_patience), "positive integers")
-        _check_range("lr_factor", self.lr_factor, 0.0, 1.0, low_open=True)
+        bounds.check("lr_factor", self.lr_factor, bounds.LR_FACTOR)
 
     @property
     def resolved_epochs(self) -> int:

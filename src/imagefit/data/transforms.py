@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from .. import bounds
 from ..errors import invalid
 
 if TYPE_CHECKING:
@@ -51,8 +52,12 @@ class Preprocess:
     crop_pct: float = 0.875
 
     def __post_init__(self) -> None:
-        if self.interpolation not in _PIL_INTERP:
-            raise invalid("interpolation", self.interpolation, sorted(_PIL_INTERP))
+        # The same bounds as the config and the run record (imagefit.bounds).
+        bounds.check_interpolation(self.interpolation)
+        bounds.check("input_size", self.input_size, bounds.INPUT_SIZE)
+        bounds.check("crop_pct", self.crop_pct, bounds.CROP_PCT)
+        bounds.check_channels("mean", self.mean, bounds.MEAN)
+        bounds.check_channels("std", self.std, bounds.STD)
 
     @property
     def resize_size(self) -> int:
