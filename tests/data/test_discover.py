@@ -150,7 +150,10 @@ def test_kaggle_style_variants(tmp_path: Path, make_img) -> None:
     make_img(root / "Abyssinian_2.jpg", RED, seed=1)
     make_img(root / "beagle-10.png", GREEN)
     make_img(root / "beagle-11.png", GREEN, seed=1)
-    found = discover(root)
+    # Issue 17: only Kaggle's <label>.<number>.<ext> is read without being asked; these names need the flag.
+    with pytest.raises(DataError, match="no labels"):
+        discover(root)
+    found = discover(root, labels_from_filename=True)
     assert found.train.classes == ["abyssinian", "beagle"]  # labels are lower-cased
     assert found.train.counts() == {"abyssinian": 2, "beagle": 2}
 

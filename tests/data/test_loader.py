@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,34 @@ def test_bounded_map_stops_early_without_running_the_rest() -> None:
         if i == 3:
             break
     assert len(ran) <= 3 + 1 + 4
+
+
+def test_worker_processes_do_not_rerun_the_script(tmp_path: Path, files: list[Path]) -> None:
+    """A script without ``if __name__ == "__main__":`` starts DataLoader workers from worker_context() once.
+
+    Before, every worker re-imported the script (fork server), which started the workers again and crashed.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "plain_script.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import torch
+        from imagefit.data.loader import TrainImages, collate_skip, worker_context
+        from imagefit.data.transforms import Preprocess
+
+        print("SCRIPT RAN", flush=True)
+        pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", 1.0)
+        ds = TrainImages({[str(p) for p in files[:6]]!r}, [0, 1, 0, 1, 0, 1], pre.train_transform("light"), None)
+        loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate_skip,
+                                             multiprocessing_context=worker_context())
+        print("BATCHES", sum(1 for b in loader if b is not None), flush=True)
+        """)
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("SCRIPT RAN") == 1
+    assert "BATCHES 2" in proc.stdout

@@ -9,15 +9,19 @@ DataLoader worker processes (:class:`TrainImages`) are for augmenting training.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
+import multiprocessing.spawn as mp_spawn
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -122,19 +126,76 @@ def iter_batches(
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
-    """How DataLoader worker processes start: from a fork server, never by forking this process.
+    """How DataLoader worker processes start: from a fork server, never by forking this process,
+    and without re-running the user's script.
 
     Forking a process whose native thread pools are running (OpenVINO's, after
     feature extraction in the same process) crashed the parent in a test
     session; CUDA cannot be forked either. The server is a fresh process that
     imports the loader and torchvision once; workers fork from it in
     milliseconds, so a DataLoader per epoch stays cheap.
+
+    Python's fork server and spawn start re-import ``__main__`` in every
+    worker, so a script calling ``imagefit.train`` without an
+    ``if __name__ == "__main__":`` guard would train again inside each worker
+    and crash. A worker only needs imagefit's own dataset and torch's worker
+    loop, so (as joblib's loky does) the workers here start without the
+    script: no guard is needed, on Linux, macOS or Windows.
     """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")  # Windows
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["imagefit.data.loader", "torchvision.transforms"])
-    return ctx
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx: multiprocessing.context.BaseContext = _ForkServerWorkers()
+        ctx.set_forkserver_preload(["imagefit.data.loader", "torchvision.transforms"])
+        return ctx
+    return _SpawnWorkers()  # Windows
+
+
+_PREPARATION_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """While a worker is launched, leave ``__main__`` out of what the child prepares.
+
+    The launcher reads ``multiprocessing.spawn.get_preparation_data`` at call
+    time; it is swapped only for the duration of one launch, under a lock.
+    """
+    original = mp_spawn.get_preparation_data
+
+    def without_main(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    with _PREPARATION_LOCK:
+        mp_spawn.get_preparation_data = without_main
+        try:
+            yield
+        finally:
+            mp_spawn.get_preparation_data = original
+
+
+class _SpawnWorker(multiprocessing.context.SpawnProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        with _main_not_reimported():
+            return multiprocessing.context.SpawnProcess._Popen(process_obj)
+
+
+class _SpawnWorkers(multiprocessing.context.SpawnContext):
+    Process = _SpawnWorker
+
+
+if sys.platform != "win32":
+
+    class _ForkServerWorker(multiprocessing.context.ForkServerProcess):
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            with _main_not_reimported():
+                return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+
+    class _ForkServerWorkers(multiprocessing.context.ForkServerContext):
+        Process = _ForkServerWorker
 
 
 class TrainImages(torch.utils.data.Dataset):  # type: ignore[type-arg]
