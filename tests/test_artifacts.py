@@ -165,6 +165,34 @@ def test_wrong_types_in_json(run_dir: Path, edit, pattern: str) -> None:  # type
         read_meta(run_dir)
 
 
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        # Issue 17: values that pass the type checks but are out of imagefit.bounds (one photo at
+        # input_size 4096 took 127 s and 10.6 GB; the others give wrong or non-finite answers).
+        (_set("preprocess.input_size", 4096), r"invalid preprocess\.input_size: received 4096"),
+        (_set("classes", ["cat", "cat"]), r"invalid classes: received .*duplicates \['cat'\]"),
+        (_set("temperature", 1e308), r"invalid temperature: received 1e\+308"),
+        (_set("temperature", 1e-300), r"invalid temperature: received 1e-300"),
+        (_set("preprocess.crop_pct", 2), r"invalid preprocess\.crop_pct: received 2"),
+        (_set("preprocess.std", [1e-30, 1e-30, 1e-30]), r"invalid preprocess\.std"),
+    ],
+)
+def test_values_out_of_bounds(run_dir: Path, edit, pattern: str) -> None:  # type: ignore[no-untyped-def]
+    _rewrite(run_dir, edit)
+    with pytest.raises(ArtifactError, match=pattern):
+        read_meta(run_dir)
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path: Path) -> None:
+    m = _model()
+    meta = _meta(module=m)
+    meta["temperature"] = 1e308
+    with pytest.raises(ArtifactError, match="invalid temperature"):
+        save_run(tmp_path / "r", m, meta)
+    assert not (tmp_path / "r").exists()
+
+
 def test_not_an_object(run_dir: Path) -> None:
     (run_dir / META_FILE).write_text("[1, 2]")
     with pytest.raises(ArtifactError, match="must be dict, received list"):

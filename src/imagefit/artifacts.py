@@ -1,16 +1,18 @@
 """Run-folder files: ``model.safetensors`` + ``imagefit.json``. Never a pickle.
 
-Loading validates the JSON's types, the backbone name and every tensor's
-shape before anything runs, and refuses pickled checkpoints outright.
+Loading validates the JSON through :class:`~imagefit.record.RunRecord` (types
+and :mod:`imagefit.bounds`), every tensor's name and shape, and the backbone's
+weights against the digest the record holds, before anything runs; pickled
+checkpoints are refused outright.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import platform
-import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +20,24 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from ._version import __version__
 from .errors import ArtifactError, ImagefitError
 from .paths import atomic_write_bytes, atomic_write_json
+from .record import FORMAT_VERSION, META_FILE, RunRecord
 
-META_FILE = "imagefit.json"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".h5", ".joblib")
+BACKBONE_PREFIX = "backbone."
+# safetensors metadata key: the backbone's tensor names in state_dict order (a JSON list).
+ORDER_KEY = "imagefit.backbone_order"
+# Weight files whose backbone digest was verified in this process: (real path, size, mtime, ctime, inode, digest).
+# A changed file has a new ctime (which, unlike mtime, no one can set back) and is hashed again.
+_verified: set[tuple[str, int, int, int, int, str]] = set()
 
 
 def versions() -> dict[str, str]:
     """Versions of what produced a model (stored in its metadata)."""
     import timm
-
-    from . import __version__
 
     return {
         "imagefit": __version__,
@@ -42,24 +48,40 @@ def versions() -> dict[str, str]:
 
 
 def save_weights(path: Path, module: torch.nn.Module) -> None:
-    """Write a module's state as safetensors, atomically."""
+    """Write a module's state as safetensors, atomically.
+
+    The file's metadata records the order of the backbone's tensors, so that
+    :func:`verify_backbone` can recompute the backbone digest from the file
+    alone (the digest hashes tensors in ``state_dict`` order, which the
+    safetensors format does not keep).
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(path, save(state))
+    order = [k[len(BACKBONE_PREFIX) :] for k in state if k.startswith(BACKBONE_PREFIX)]
+    atomic_write_bytes(path, save(state, metadata={ORDER_KEY: json.dumps(order)} if order else None))
 
 
-def save_run(folder: Path, module: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """Write weights then metadata (so metadata never describes missing weights)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_weights(folder / WEIGHTS_FILE, module)
-    meta = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
-    atomic_write_json(folder / META_FILE, meta)
+def save_run(folder: Path, module: torch.nn.Module, meta: RunRecord | dict[str, Any]) -> None:
+    """Write weights then metadata (so metadata never describes missing weights).
 
-
-def read_meta(folder: Path) -> dict[str, Any]:
-    """Read and type-check ``imagefit.json``.
+    The record is checked as loading checks it (one set of bounds) before
+    anything is written: training never saves a model that ``load`` refuses.
 
     Raises:
-        ArtifactError: missing folder/file, bad JSON, or wrong types.
+        ArtifactError: the record has a value loading would refuse.
+    """
+    raw = meta.to_dict() if isinstance(meta, RunRecord) else dict(meta)
+    raw = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **raw}
+    RunRecord.from_dict(raw, source=str(Path(folder) / META_FILE))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(folder / WEIGHTS_FILE, module)
+    atomic_write_json(folder / META_FILE, raw)
+
+
+def read_record(folder: Path) -> RunRecord:
+    """Read ``imagefit.json`` as a :class:`~imagefit.record.RunRecord`, every type and bound checked.
+
+    Raises:
+        ArtifactError: missing folder/file, bad JSON, wrong types or values out of bounds.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -70,82 +92,19 @@ def read_meta(folder: Path) -> dict[str, Any]:
         hint = f" (found {', '.join(pickles)}: pickled files are never loaded)" if pickles else ""
         raise ArtifactError(f"{folder} is not an imagefit run: {META_FILE} is missing{hint}")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
-    _check(meta, dict, "the file")
-    _check(meta.get("classes"), list, "classes")
-    if len(meta["classes"]) < 2 or not all(isinstance(c, str) for c in meta["classes"]):
-        raise ArtifactError(f"{path}: classes must be a list of at least 2 strings, received {meta['classes']!r}")
-    _check(meta.get("backbone"), dict, "backbone")
-    _check(meta["backbone"].get("name"), str, "backbone.name")
-    _check(meta.get("preprocess"), dict, "preprocess")
-    _check(meta.get("head"), dict, "head")
-    for key in ("hidden", "out_features"):
-        _check(meta["head"].get(key), int, f"head.{key}")
-    _check(meta["head"].get("dropout"), (int, float), "head.dropout")
-    # Values that pass the type checks but would crash later (inside torch, at
-    # predict time, or write outside the cache) are refused here, with the reason.
-    _check_values(meta, path)
-    temp = meta.get("temperature", 1.0)
-    if not isinstance(temp, (int, float)) or isinstance(temp, bool) or not temp > 0:
-        raise ArtifactError(f"{path}: temperature must be a positive number, received {temp!r}")
-    fv = meta.get("format_version")
-    if fv != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format_version {fv!r} is not supported (this imagefit reads {FORMAT_VERSION})")
-    return meta
+    return RunRecord.from_dict(raw, source=str(path))
 
 
-def _check_values(meta: dict[str, Any], path: Path) -> None:
-    bb, head, pre = meta["backbone"], meta["head"], meta["preprocess"]
-    _check(bb.get("num_features"), int, "backbone.num_features")
-    if bb["num_features"] < 1:
-        raise ArtifactError(f"{path}: backbone.num_features must be positive, received {bb['num_features']}")
-    digest = bb.get("digest")
-    # The digest names cache files (features, ONNX graphs): only hex, never a path.
-    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{1,128}", digest)):
-        raise ArtifactError(f"{path}: backbone.digest must be a hexadecimal string, received {digest!r:.60}")
-    if head["hidden"] < 0 or head["out_features"] < 1 or not 0 <= head["dropout"] < 1:
-        raise ArtifactError(
-            f"{path}: head needs hidden >= 0, out_features >= 1 and 0 <= dropout < 1, received "
-            f"hidden={head['hidden']}, out_features={head['out_features']}, dropout={head['dropout']}"
-        )
-    from .data.transforms import Preprocess
+def read_meta(folder: Path) -> dict[str, Any]:
+    """``imagefit.json`` checked as :func:`read_record` does, in its JSON form.
 
-    _check(pre.get("input_size"), int, "preprocess.input_size")
-    for key in ("mean", "std"):
-        v = pre.get(key)
-        if not (
-            isinstance(v, list)
-            and len(v) == 3
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-        ):
-            raise ArtifactError(f"{path}: preprocess.{key} must be a list of 3 numbers, received {v!r:.60}")
-    crop = pre.get("crop_pct", 0.875)
-    ok = (
-        16 <= pre["input_size"] <= 4096
-        and all(x > 0 for x in pre["std"])
-        and isinstance(crop, (int, float))
-        and not isinstance(crop, bool)
-        and 0.05 <= crop <= 2
-        and isinstance(pre.get("interpolation", "bicubic"), str)
-    )
-    if not ok:
-        raise ArtifactError(
-            f"{path}: preprocess needs 16 <= input_size <= 4096, std > 0, 0.05 <= crop_pct <= 2 and an "
-            f"interpolation name, received {pre!r:.200}"
-        )
-    try:
-        Preprocess.from_dict(pre)
-    except (ImagefitError, KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: preprocess: {exc}") from None
-
-
-def _check(value: Any, kind: type | tuple[type, ...], name: str) -> None:
-    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
-    if not ok:
-        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ArtifactError(f"{META_FILE}: {name} must be {want}, received {type(value).__name__} {value!r:.60}")
+    Raises:
+        ArtifactError: as :func:`read_record`.
+    """
+    return read_record(folder).to_dict()
 
 
 def load_weights(folder: Path, module: torch.nn.Module, prefix: str = "", others: tuple[str, ...] = ()) -> None:
@@ -193,3 +152,76 @@ def load_weights(folder: Path, module: torch.nn.Module, prefix: str = "", others
         module.load_state_dict(state)
     except (RuntimeError, ImagefitError) as exc:
         raise ArtifactError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def tensor_digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """Content hash of named tensors, in the given order (the backbone ``digest`` of imagefit.json).
+
+    Must stay equal to :func:`imagefit.models.registry.state_digest` of the same tensors
+    (tests/test_artifacts.py checks it).
+    """
+    h = hashlib.blake2b(digest_size=12)
+    for k, v in tensors:
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def nonfinite_tensor(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or an infinity, else None."""
+    for k, v in tensors:
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return k
+    return None
+
+
+def verify_backbone(folder: Path, digest: str) -> bool:
+    """Check that ``model.safetensors``'s backbone tensors hash to ``digest`` and are finite.
+
+    The digest keys the feature cache and the ONNX graph cache: weights changed
+    after training would otherwise be answered with the original model's cached
+    features on one machine and with the changed weights on another. Each file
+    is hashed once per process (remembered by path, size, mtime, ctime and inode).
+
+    Returns:
+        True when verified; False when the file predates the recorded tensor
+        order (the caller then builds the backbone and compares
+        ``state_digest``, see :func:`check_digest`).
+
+    Raises:
+        ArtifactError: a mismatch, a non-finite tensor, or an unreadable file.
+    """
+    path = Path(folder) / WEIGHTS_FILE
+    try:
+        st = path.stat()
+        memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest)
+        if memo in _verified:
+            return True
+        with safe_open(str(path), framework="pt") as f:
+            order = (f.metadata() or {}).get(ORDER_KEY)
+            if order is None:
+                return False
+            names = json.loads(order)
+            in_file = sorted(k[len(BACKBONE_PREFIX) :] for k in f.keys() if k.startswith(BACKBONE_PREFIX))
+            if not isinstance(names, list) or sorted(map(str, names)) != in_file:
+                raise ArtifactError(f"{path}: the recorded backbone tensor names do not match the file's tensors")
+            tensors = [(k, f.get_tensor(BACKBONE_PREFIX + k)) for k in names]
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a valid safetensors file ({exc})") from None
+    bad = nonfinite_tensor(tensors)
+    if bad is not None:
+        raise ArtifactError(f"{path}: tensor {BACKBONE_PREFIX}{bad} holds NaN or infinite values")
+    check_digest(path, digest, tensor_digest(tensors))
+    _verified.add(memo)
+    return True
+
+
+def check_digest(path: Path, recorded: str, actual: str) -> None:
+    """Refuse weights whose digest is not the one imagefit.json records."""
+    if actual != recorded:
+        raise ArtifactError(
+            f"{path}: the backbone weights do not match {META_FILE} (digest {actual}, recorded {recorded}): "
+            "the file was changed after training; restore it or train again"
+        )

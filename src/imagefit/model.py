@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .artifacts import load_weights, read_meta
+from .artifacts import WEIGHTS_FILE, check_digest, load_weights, nonfinite_tensor, read_record, verify_backbone
 from .data.discover import ImageSet, discover, list_images
 from .data.load import SkipLog
-from .data.transforms import Preprocess
 from .engine import Engine, model_key
 from .errors import ArtifactError, DataError, ImagefitError
 from .evaluate import calibrated_metrics
@@ -21,6 +21,7 @@ from .features import FeatureCache, extract
 from .models.heads import Head, probabilities
 from .models.registry import create_backbone, get_spec, state_digest
 from .predict import Predictions, make_records
+from .record import RunRecord
 from .ui import UI
 
 
@@ -30,77 +31,103 @@ class Model:
     Build with :func:`imagefit.load`.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], head: Head, backbone: torch.nn.Module | None = None):
+    def __init__(self, path: Path, record: RunRecord, head: Head, backbone: torch.nn.Module | None = None):
         self.path = Path(path)
-        self.meta = meta
-        self.classes: list[str] = list(meta["classes"])
-        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.record = record
+        self.classes: list[str] = list(record.classes)
+        self.preprocess = record.preprocess
         self.head = head.eval()
         self._backbone = backbone.eval() if backbone is not None else None
-        self.temperature = float(meta.get("temperature", 1.0))
+        self.temperature = record.temperature
         self._engine: Engine | None = None
         self.engine_kind = "auto"
+        self._digest_verified = False
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        """The run record in its JSON form (as ``imagefit.json`` holds it)."""
+        return self.record.to_dict()
 
     @classmethod
     def load(cls, path: str | Path) -> Model:
         """Load a run folder (safetensors + JSON only).
 
-        The head is loaded now; the backbone when first needed (the torch
-        engine, an ONNX graph not yet cached, or :attr:`backbone`): predicting
-        from a cached graph never builds it.
+        The record is checked (types and bounds), the head's tensors loaded and
+        checked finite, and the backbone's weights verified against the
+        record's digest, before anything can answer: a changed weight file is
+        refused, never answered from a cache keyed by the old digest. The
+        backbone itself is built when first needed (the torch engine, an ONNX
+        graph not yet cached, or :attr:`backbone`): predicting from a cached
+        graph never builds it.
 
         Raises:
-            ArtifactError: missing, malformed or mismatched files.
+            ArtifactError: missing, malformed, mismatched or non-finite files.
         """
         folder = Path(path)
-        meta = read_meta(folder)
-        bb = meta["backbone"]
+        record = read_record(folder)
         try:
-            get_spec(bb["name"])
+            get_spec(record.backbone.name)
         except ImagefitError as exc:
             raise ArtifactError(f"{folder}: {exc}") from None
-        head_meta = meta["head"]
-        n_feat = int(bb.get("num_features", 0))
-        if n_feat <= 0:
-            raise ArtifactError(f"{folder}: backbone.num_features must be a positive integer")
-        head = Head(n_feat, len(meta["classes"]), hidden=head_meta["hidden"], dropout=float(head_meta["dropout"]))
-        if head.out_features != head_meta["out_features"]:
-            raise ArtifactError(
-                f"{folder}: head has {head_meta['out_features']} outputs but {len(meta['classes'])} classes need {head.out_features}"
-            )
+        h = record.head
+        head = Head(record.backbone.num_features, len(record.classes), hidden=h.hidden, dropout=h.dropout)
+        if head.out_features != h.out_features:
+            raise ArtifactError(f"{folder}: head has {h.out_features} outputs but {len(record.classes)} classes need {head.out_features}")
         load_weights(folder, head, prefix="head.", others=("backbone.",))
-        return cls(folder, meta, head)
+        bad = nonfinite_tensor(head.state_dict().items())
+        if bad is not None:
+            raise ArtifactError(f"{folder / WEIGHTS_FILE}: tensor head.{bad} holds NaN or infinite values")
+        model = cls(folder, record, head)
+        digest = record.backbone.digest
+        # A file saved without the backbone's tensor order is verified when the backbone is built,
+        # which the engine and the feature cache wait for (see _verified_digest).
+        model._digest_verified = digest is None or verify_backbone(folder, digest)
+        return model
 
     @property
     def backbone(self) -> torch.nn.Module:
         """The torch backbone with the run's weights, built on first use.
 
         Raises:
-            ArtifactError: the weights file does not fit the backbone.
+            ArtifactError: the weights file does not fit the backbone, holds
+                non-finite values, or does not match the recorded digest.
         """
         if self._backbone is None:
             try:
-                backbone, _ = create_backbone(self.meta["backbone"]["name"], pretrained=False)
+                backbone, _ = create_backbone(self.record.backbone.name, pretrained=False)
             except ImagefitError as exc:
                 raise ArtifactError(f"{self.path}: {exc}") from None
             # Every backbone tensor is checked (names and shapes); load() checked the head's.
             load_weights(self.path, backbone, prefix="backbone.", others=("head.",))
+            path = self.path / WEIGHTS_FILE
+            bad = nonfinite_tensor(backbone.state_dict().items())
+            if bad is not None:
+                raise ArtifactError(f"{path}: tensor backbone.{bad} holds NaN or infinite values")
+            if self.record.backbone.digest is not None:
+                # The file may have changed since load() verified it: the built weights are what answers.
+                check_digest(path, self.record.backbone.digest, state_digest(backbone))
             self._backbone = backbone.eval()
+            self._digest_verified = True
         return self._backbone
+
+    def _verified_digest(self) -> str | None:
+        """The record's backbone digest, once checked against the weights (it keys both caches)."""
+        if not self._digest_verified:
+            self.backbone  # noqa: B018 - building the backbone verifies its digest
+        return self.record.backbone.digest
 
     @property
     def engine(self) -> Engine:
         """The backbone's inference engine, built on first use."""
         if self._engine is None:
             # The digest keys the cached graph; a run without one gets it from its weights.
-            digest = self.meta["backbone"].get("digest") or state_digest(self.backbone)
-            self._engine = Engine(
-                lambda: self.backbone, self.preprocess, model_key(self.meta["backbone"]["name"], digest), self.engine_kind
-            )
+            digest = self._verified_digest() or state_digest(self.backbone)
+            self._engine = Engine(lambda: self.backbone, self.preprocess, model_key(self.record.backbone.name, digest), self.engine_kind)
         return self._engine
 
     def _cache(self) -> FeatureCache | None:
-        digest = self.meta["backbone"].get("digest")
+        # Only a verified digest may key cached features: changed weights must never meet the old entries.
+        digest = self._verified_digest()
         return FeatureCache.for_backbone(digest, self.preprocess) if digest else None
 
     def features(
@@ -119,9 +146,16 @@ class Model:
         if len(values) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         n, v, f = values.shape
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values.reshape(n, -1))).any(1).sum())
+            raise ArtifactError(f"{self.path}: the backbone gave NaN or infinite features for {bad} of {n} photo(s); no answer is given")
         with torch.inference_mode():
             logits = self.head(torch.from_numpy(values.reshape(n * v, f)))
+            if not bool(torch.isfinite(logits).all()):
+                raise ArtifactError(f"{self.path}: the head gave NaN or infinite outputs; no answer is given")
             p = probabilities(logits, t).reshape(n, v, -1).mean(1)
+        if not bool(torch.isfinite(p).all()):
+            raise ArtifactError(f"{self.path}: temperature {t!r} gives NaN or infinite probabilities; no answer is given")
         return p.numpy()
 
     def predict(self, paths: Sequence[str | Path] | str | Path, *, tta: bool = False, progress: bool = False) -> Predictions:
@@ -175,7 +209,7 @@ class Model:
         probs = self.head_probs(values)
         probs_uncal = self.head_probs(values, 1.0)
         y = np.asarray(images.labels)[idx]
-        metrics = calibrated_metrics(y, probs_uncal, probs, self.temperature, self.classes, self.meta.get("train_counts"))
+        metrics = calibrated_metrics(y, probs_uncal, probs, self.temperature, self.classes, self.record.train_counts)
         metrics["n_skipped"] = len(skipped)
         metrics["skipped"] = skipped.as_list()
         metrics["tta"] = tta
