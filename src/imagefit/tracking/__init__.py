@@ -1,0 +1,42 @@
+"""Run records: TensorBoard event files in every run folder, and MLflow on request.
+
+Both are training callbacks (:class:`~imagefit.train.callbacks.Callback`) fed
+the per-epoch logs, plus an end-of-run step (:func:`log_run_end`) that adds
+the final metrics and artifacts once the run folder is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..train.callbacks import Callback
+from .mlflow import MLflowLogger, mlflow_requested
+from .tensorboard import TB_DIR, TensorBoardLogger
+
+
+def run_loggers(out: Path, config: dict[str, Any], *, mlflow: bool | None = None, enabled: bool = True) -> list[Callback]:
+    """The run-record callbacks for a run writing to ``out``: TensorBoard always, MLflow if requested.
+
+    Args:
+        out: The run folder.
+        config: The resolved config (``RunConfig.to_dict()``), logged as MLflow parameters.
+        mlflow: ``--mlflow``; None follows ``MLFLOW_TRACKING_URI``.
+        enabled: False on non-zero distributed ranks (nothing is written).
+    """
+    if not enabled:
+        return []
+    loggers: list[Callback] = [TensorBoardLogger(out / TB_DIR)]
+    if mlflow_requested(mlflow):
+        loggers.append(MLflowLogger(config, run_name=out.name))
+    return loggers
+
+
+def log_run_end(loggers: list[Callback], out: Path, metrics: dict[str, Any]) -> None:
+    """Final metrics, confusion matrix, validation-photo grid and artifacts, then close every logger."""
+    for cb in loggers:
+        if isinstance(cb, (TensorBoardLogger, MLflowLogger)):
+            cb.log_run_end(out, metrics)
+
+
+__all__ = ["TB_DIR", "MLflowLogger", "TensorBoardLogger", "log_run_end", "mlflow_requested", "run_loggers"]
