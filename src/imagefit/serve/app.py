@@ -95,6 +95,7 @@ def create_app(settings: ServeSettings, model: Model | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        server.start()
         yield
         await server.aclose()
 

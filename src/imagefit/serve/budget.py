@@ -105,20 +105,29 @@ class DecodePools:
     """
 
     def __init__(self, settings: ServeSettings, default_workers: int):
-        normal = settings.decode_workers or default_workers
-        self._pools = {
-            NORMAL: ThreadPoolExecutor(normal, thread_name_prefix="imagefit-serve-decode"),
-            BIG: ThreadPoolExecutor(settings.big_decode_workers, thread_name_prefix="imagefit-serve-decode-big"),
-        }
+        self._workers = {NORMAL: settings.decode_workers or default_workers, BIG: settings.big_decode_workers}
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self.start()
         self.budget = DecodeBudget(settings.max_request_pixels, settings.max_inflight_pixels)
         self.trims = 0  # malloc_trim calls (for the tests)
+
+    def start(self) -> None:
+        """(Re)create the threads: an app may be started again after a shutdown (each test client does)."""
+        for lane in self._workers:
+            self._pool(lane)
+
+    def _pool(self, lane: str) -> ThreadPoolExecutor:
+        pool = self._pools.get(lane)
+        if pool is None:
+            pool = self._pools[lane] = ThreadPoolExecutor(self._workers[lane], thread_name_prefix=f"imagefit-serve-decode-{lane}")
+        return pool
 
     def submit(self, cost: Cost, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn(*args)`` in ``cost``'s lane; the budget is released when it ends or is cancelled."""
         task = functools.partial(fn, *args)
         if cost.lane == BIG:
             task = functools.partial(self._run_big, task)
-        fut = self._pools[cost.lane].submit(task)
+        fut = self._pool(cost.lane).submit(task)
         fut.add_done_callback(lambda _: self.budget.release(cost))
         return fut
 
@@ -133,7 +142,8 @@ class DecodePools:
 
     def shutdown(self) -> None:
         """Stop the threads; queued decodes are cancelled (their budget released)."""
-        for pool in self._pools.values():
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -78,6 +78,10 @@ class Server:
         feats = self.engine(x)
         return self.model.head_probs(feats[:, None, :])
 
+    def start(self) -> None:
+        """Start (again) the decode threads; the batcher starts on the first request."""
+        self.pools.start()
+
     async def aclose(self) -> None:
         """Stop the batcher and the decode threads."""
         await self.batcher.aclose()

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 FIELD = "files"
-IMAGE_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff, application/octet-stream"
+# Parts declared application/octet-stream (curl's default) are accepted too when their bytes are one of these.
+IMAGE_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
 
 
 class Prediction(BaseModel):
