@@ -122,7 +122,7 @@ def test_submission_rows_sorted_by_numeric_id() -> None:
     header, rows = submission_rows(paths, np.array([[0.2, 0.3, 0.5]] * 3), ["a", "b", "c"])
     assert header == ["id", "a", "b", "c"] and rows[0] == [1, 0.2, 0.3, 0.5]
     assert kaggle_id("dir/0042.png") == 42
-    with pytest.raises(DataError, match="received 'cat.1'"):
+    with pytest.raises(DataError, match=r"invalid Kaggle test file name 'cat.1.jpg' \(no numeric id\): received 'cat.1'"):
         kaggle_id("cat.1.jpg")
     with pytest.raises(DataError, match="twice"):
         submission_rows([Path("1.jpg"), Path("01.png")], probs[:2], ["cat", "dog"])
@@ -157,6 +157,8 @@ def test_score_matches_sklearn_and_checks_ids(tmp_path: Path) -> None:
         score(_write(tmp_path / "bad_sub.csv", [[i + 1, 1.5] for i in range(50)]), sol)
     with pytest.raises(DataError, match="columns id,label"):
         score(_write(tmp_path / "cols.csv", [[1, 0.5]], ("image", "p")), sol)
+    with pytest.raises(DataError, match=r"invalid label at .*nan_sub\.csv:3: received nan; allowed: a finite number"):
+        score(_write(tmp_path / "nan_sub.csv", [[1, 0.5], [2, "nan"]]), sol)
 
 
 def test_predict_kaggle_then_score_end_to_end(cli, trained_run: Path, sample_data: Path, tmp_path: Path) -> None:

@@ -7,12 +7,16 @@ non-zero exit; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar, overload
 
 
 class ImagefitError(Exception):
     """Base class of every error imagefit raises on purpose."""
 
     exit_code: int = 1
+
+
+E = TypeVar("E", bound=ImagefitError)
 
 
 class ConfigError(ImagefitError, ValueError):
@@ -45,19 +49,28 @@ class OutputError(ImagefitError, OSError):
     """
 
 
-def invalid(name: str, received: object, allowed: Iterable[object] | str) -> ConfigError:
+@overload
+def invalid(name: str, received: object, allowed: Iterable[object] | str) -> ConfigError: ...
+@overload
+def invalid(name: str, received: object, allowed: Iterable[object] | str, error: type[E]) -> E: ...
+
+
+def invalid(name: str, received: object, allowed: Iterable[object] | str, error: type[ImagefitError] = ConfigError) -> ImagefitError:
     """Build a Keras-style error that says what was received and what is allowed.
 
     Args:
-        name: The option's name as the user wrote it.
+        name: The option's (or field's) name as the user wrote it.
         received: The value received.
         allowed: The allowed values, or a sentence describing them.
+        error: The class: :class:`ConfigError` (a usage mistake, exit 2) unless
+            the value came from data (:class:`DataError`) or a model file
+            (:class:`ArtifactError`).
 
     Returns:
-        A :class:`ConfigError` ready to raise.
+        The error, ready to raise.
     """
     if isinstance(allowed, str):
         allowed_text = allowed
     else:
         allowed_text = ", ".join(str(a) for a in allowed)
-    return ConfigError(f"invalid {name}: received {received!r}; allowed: {allowed_text}")
+    return error(f"invalid {name}: received {received!r}; allowed: {allowed_text}")

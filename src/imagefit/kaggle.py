@@ -189,7 +189,7 @@ def kaggle_id(path: str | Path) -> int:
     """
     stem = Path(path).stem
     if not _ID.match(stem):
-        raise DataError(f"--kaggle: file name {Path(path).name!r} has no numeric id; received {stem!r}; allowed: names like 123.jpg")
+        raise invalid(f"Kaggle test file name {Path(path).name!r} (no numeric id)", stem, "names like 123.jpg", DataError)
     return int(stem)
 
 
@@ -249,7 +249,7 @@ def _read_id_label(path: Path, what: str) -> dict[int, float]:
                 if i in out:
                     raise DataError(f"{path}:{n}: id {i} appears twice")
                 if not math.isfinite(v):
-                    raise DataError(f"{path}:{n}: label must be a finite number; received {v!r}")
+                    raise invalid(f"label at {path}:{n}", v, "a finite number", DataError)
                 out[i] = v
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 CSV file ({exc.reason})") from None
