@@ -19,16 +19,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import RunConfig
 from .data.load import SkipLog
-from .errors import ConfigError, invalid
+from .data.prepare import prepare_data
+from .errors import ArtifactError, ConfigError, invalid
 from .model import Evaluation, Model
 from .paths import atomic_write_text
 from .ui import UI
+
+if TYPE_CHECKING:
+    from .report.html import Figures
 
 EPS = 1e-15
 
@@ -202,35 +206,22 @@ def interpret(
         ConfigError: bad thresholds or counts.
         DataError: unusable data or classes unknown to the model.
     """
-    from .report import plots
-    from .report.html import REPORT_FILE, Figures, esc, page, table
-    from .train.run import prepare_data
+    from .report.html import REPORT_FILE, Figures, esc, page  # matplotlib: imported only when a report is made
 
-    if not 0 < low < 1 or not 0 < high <= 1:
-        raise invalid("--low/--high", (low, high), "probabilities in (0, 1)")
-    if top < 1:
-        raise invalid("--top", top, "an integer >= 1")
-    if folds < 2:
-        raise invalid("--folds", folds, "an integer >= 2")
+    _check_options(low, high, top, folds)
     run = Path(run)
     model = Model.load(run)
-    config = RunConfig.from_dict(model.meta["config"])
-    if data is None:
-        recorded = model.meta.get("data") or {}
-        if not recorded.get("train"):
-            raise ConfigError(f"{run}: the run does not record its data; pass DATA")
-        data, val = recorded["train"], val if val is not None else recorded.get("val")
+    config, data, val = _recorded(model, data, val)
     train_set, val_set = prepare_data(data, val, config)
     train_set, val_set = train_set.with_classes(model.classes), val_set.with_classes(model.classes)
     classes = model.classes
-    ui = UI(progress)
 
     ev = model.evaluate_details(val_set, tta=tta, progress=progress)
     losses = top_losses(ev, classes, top)
     pairs = confused_pairs(ev.metrics["confusion_matrix"], classes)
 
     skipped = SkipLog()
-    idx, values = model.features(train_set.paths, skipped, ui=ui)
+    idx, values = model.features(train_set.paths, skipped, ui=UI(progress))
     y_train = np.asarray(train_set.labels)[idx]
     train_paths = [train_set.paths[int(i)] for i in idx]
     oof, k = out_of_fold_probs(values[:, 0], y_train, len(classes), folds, seed)
@@ -241,20 +232,77 @@ def interpret(
 
     out_dir = Path(out) if out else run / f"interpret-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [
+    files = _write_tables(out_dir, losses, pairs, suspects, train_paths, y_train, oof, classes)
+    subtitle = (
+        f"run <code>{esc(run)}</code> on <code>{esc(train_set.source)}</code> (training, {len(y_train)} photos) and "
+        f"<code>{esc(val_set.source)}</code> (validation, {ev.metrics['n_images']} photos)."
+    )
+    figs = Figures(out_dir)
+    body = _report_body(figs, ev.metrics, losses, pairs, suspects, oof_info, files)
+    report = atomic_write_text(out_dir / REPORT_FILE, page(f"imagefit interpret {run.name}", subtitle, body))
+    return Interpretation(out_dir, losses, pairs, suspects, ev.metrics, oof_info, report, files + figs.written)
+
+
+def _check_options(low: float, high: float, top: int, folds: int) -> None:
+    if not 0 < low < 1 or not 0 < high <= 1:
+        raise invalid("--low/--high", (low, high), "probabilities in (0, 1)")
+    if top < 1:
+        raise invalid("--top", top, "an integer >= 1")
+    if folds < 2:
+        raise invalid("--folds", folds, "an integer >= 2")
+
+
+def _recorded(model: Model, data: str | Path | None, val: str | Path | None) -> tuple[RunConfig, str | Path, str | Path | None]:
+    """The run's settings and, unless given, its data: the split must be the one the run trained with."""
+    record = model.record
+    if record.config is None:
+        raise ArtifactError(f"{model.path}: the run does not record its settings (config), needed to rebuild its validation split")
+    if data is None:
+        if record.data is None or not record.data.train:
+            raise ConfigError(f"{model.path}: the run does not record its data; pass DATA")
+        data, val = record.data.train, val if val is not None else record.data.val
+    return record.config, data, val
+
+
+def _write_tables(
+    out_dir: Path,
+    losses: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+    suspects: list[dict[str, Any]],
+    train_paths: list[Path],
+    y_train: np.ndarray,
+    oof: np.ndarray,
+    classes: list[str],
+) -> list[Path]:
+    """The CSV files: top losses, confused pairs, suspected mislabels, every training photo's out-of-fold scores."""
+    oof_rows = [
+        {"path": str(p), "label": classes[int(yy)], **{f"oof_{c}": float(oof[i, j]) for j, c in enumerate(classes)}}
+        for i, (p, yy) in enumerate(zip(train_paths, y_train))
+    ]
+    return [
         atomic_write_text(
             out_dir / "top_losses.csv", _csv(losses, ["path", "label", "predicted", "p_predicted", "p_label", "loss", "wrong"])
         ),
         atomic_write_text(out_dir / "confused_pairs.csv", _csv(pairs, ["label", "predicted", "count", "share_of_label"])),
         atomic_write_text(out_dir / "suspected_mislabels.csv", _csv(suspects, ["path", "label", "suggested", "p_label", "p_suggested"])),
+        atomic_write_text(out_dir / "train_oof.csv", _csv(oof_rows, ["path", "label", *[f"oof_{c}" for c in classes]])),
     ]
-    oof_rows = [
-        {"path": str(p), "label": classes[int(yy)], **{f"oof_{c}": float(oof[i, j]) for j, c in enumerate(classes)}}
-        for i, (p, yy) in enumerate(zip(train_paths, y_train))
-    ]
-    files.append(atomic_write_text(out_dir / "train_oof.csv", _csv(oof_rows, ["path", "label", *[f"oof_{c}" for c in classes]])))
 
-    figs = Figures(out_dir)
+
+def _report_body(
+    figs: Figures,
+    m: dict[str, Any],
+    losses: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+    suspects: list[dict[str, Any]],
+    oof_info: dict[str, Any],
+    files: list[Path],
+) -> list[str]:
+    """The interpret report's sections (HTML), its figures added to ``figs``."""
+    from .report import plots
+    from .report.html import esc, table
+
+    k, low, high = oof_info["folds"], oof_info["low"], oof_info["high"]
     loss_items = [
         {
             "path": r["path"],
@@ -271,7 +319,6 @@ def interpret(
         }
         for r in suspects[:24]
     ]
-    m = ev.metrics
     body = [
         "<h2>Validation</h2>",
         table(
@@ -296,7 +343,7 @@ def interpret(
         "<h2>Likely mislabeled training photos</h2>",
         f'<p class="note">Out-of-fold predictions of a logistic regression on the backbone features ({k} folds; each photo scored by a '
         f"model that never saw it). Flagged: probability of the given label below {low:g} while another class has at least {high:g}. "
-        f"{len(suspects)} of {len(y_train)} training photos flagged"
+        f"{len(suspects)} of {oof_info['n_train']} training photos flagged"
         + (f"; out-of-fold accuracy {oof_info['accuracy']:.4f}" if k else "; too few photos per class for k-fold")
         + ". Check them by eye: a flagged photo can be right and just unusual.</p>",
     ]
@@ -311,6 +358,4 @@ def interpret(
             )
         )
     body.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{esc(f.name)}</code></li>" for f in files) + "</ul>")
-    subtitle = f"run <code>{esc(run)}</code> on <code>{esc(train_set.source)}</code> (training, {len(y_train)} photos) and <code>{esc(val_set.source)}</code> (validation, {m['n_images']} photos)."
-    report = atomic_write_text(out_dir / REPORT_FILE, page(f"imagefit interpret {run.name}", subtitle, body))
-    return Interpretation(out_dir, losses, pairs, suspects, m, oof_info, report, files + figs.written)
+    return body
