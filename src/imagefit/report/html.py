@@ -8,6 +8,7 @@ figure is also written beside it as a PNG, for slides and diffs.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..paths import atomic_write_bytes, atomic_write_text
+from ..record import FORMAT_VERSION, RunRecord
 from . import plots
 
 REPORT_FILE = "report.html"
@@ -169,9 +171,16 @@ def _evaluation_sections(
     return body
 
 
+def _as_record(meta: RunRecord | dict[str, Any]) -> RunRecord:
+    """The run record, from its typed form or from the dict training is about to save."""
+    if isinstance(meta, RunRecord):
+        return meta
+    return RunRecord.from_dict({"format_version": FORMAT_VERSION, **meta})
+
+
 def write_run_report(
     out: Path,
-    meta: dict[str, Any],
+    meta: RunRecord | dict[str, Any],
     metrics: dict[str, Any],
     history: Sequence[dict[str, Any]],
     paths: Sequence[Path],
@@ -183,7 +192,7 @@ def write_run_report(
 
     Args:
         out: The run folder.
-        meta: The run's ``imagefit.json`` content.
+        meta: The run's record (or its ``imagefit.json`` form).
         metrics: Its validation metrics (with ``calibration``).
         history: Epoch rows (``history.csv``).
         paths: Readable validation photos.
@@ -195,15 +204,17 @@ def write_run_report(
         The report's path.
     """
     out = Path(out)
-    classes = list(meta["classes"])
+    record = _as_record(meta)
+    classes = list(record.classes)
     figs = Figures(out)
-    cfg = meta.get("config", {})
-    model_cfg, train_cfg = cfg.get("model", {}), cfg.get("train", {})
-    data = meta.get("data", {})
+    cfg = record.config
+    model_cfg = dataclasses.asdict(cfg.model) if cfg is not None else {}
+    train_cfg = dataclasses.asdict(cfg.train) if cfg is not None else {}
+    data = record.data
     subtitle = (
-        f"model <b>{esc(meta['backbone']['name'])}</b>, strategy <b>{esc(train_cfg.get('strategy', '?'))}</b>, "
-        f"classes {esc(', '.join(classes))}; {fmt(data.get('n_train'))} training / {fmt(data.get('n_val'))} validation photos; "
-        f"{fmt(meta.get('seconds'), 1)} s. Folder <code>{esc(out)}</code>."
+        f"model <b>{esc(record.backbone.name)}</b>, strategy <b>{esc(train_cfg.get('strategy', '?'))}</b>, "
+        f"classes {esc(', '.join(classes))}; {fmt(data and data.n_train)} training / {fmt(data and data.n_val)} validation photos; "
+        f"{fmt(record.seconds, 1)} s. Folder <code>{esc(out)}</code>."
     )
     body = _evaluation_sections(figs, metrics, classes, paths, y, probs_uncal, probs)
     hist = [
@@ -213,7 +224,7 @@ def write_run_report(
         figs.add("history", plots.history_plot(history), "accuracy and loss per epoch"),
     ]
     body = body[:1] + hist + body[1:]
-    body.append(skipped_section(meta.get("skipped") or []))
+    body.append(skipped_section(record.skipped))
     settings = [
         [k, str(v)]
         for k, v in {**{f"model.{k}": v for k, v in model_cfg.items()}, **{f"train.{k}": v for k, v in train_cfg.items()}}.items()
@@ -222,25 +233,26 @@ def write_run_report(
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit run {out.name}", subtitle, body))
 
 
-def write_eval_report(out: Path, meta: dict[str, Any], evaluation: Any, run: Path | str = "") -> Path:
+def write_eval_report(out: Path, meta: RunRecord | dict[str, Any], evaluation: Any, run: Path | str = "") -> Path:
     """Write an evaluation's ``report.html`` and PNGs into ``out``.
 
     Args:
         out: Output folder (created).
-        meta: The evaluated run's metadata.
+        meta: The evaluated run's record (or its ``imagefit.json`` form).
         evaluation: A :class:`~imagefit.model.Evaluation`.
         run: The run folder, for the title.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    record = _as_record(meta)
     m = evaluation.metrics
     figs = Figures(out)
     subtitle = (
-        f"run <code>{esc(run)}</code> (model <b>{esc(meta['backbone']['name'])}</b>) on <code>{esc(evaluation.source)}</code>: "
+        f"run <code>{esc(run)}</code> (model <b>{esc(record.backbone.name)}</b>) on <code>{esc(evaluation.source)}</code>: "
         f"{fmt(m.get('n_images'))} photos{', test-time augmentation (flip)' if m.get('tta') else ''}."
     )
     body = _evaluation_sections(
-        figs, m, list(meta["classes"]), evaluation.paths, evaluation.labels, evaluation.probs_uncalibrated, evaluation.probs
+        figs, m, list(record.classes), evaluation.paths, evaluation.labels, evaluation.probs_uncalibrated, evaluation.probs
     )
     body.append(skipped_section(m.get("skipped") or []))
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit evaluation of {Path(str(run)).name}", subtitle, body))
