@@ -70,3 +70,66 @@ def test_per_photo_path_without_cache_and_empty_input(trained_run: Path, photos:
     assert feats.extracted == 3 and ticks == 3 and not skipped.items
     empty, _, ticks = _run(model.engine, model, [], None, ("orig",))
     assert empty.values.shape[0] == 0 and ticks == 0
+
+
+# -- the cache uses an entry only if it was made from what is asked, intact and finite ----------
+def _cache_and_entries(model: imagefit.Model, eng: Engine, photos: list[Path], root: Path):  # type: ignore[no-untyped-def]
+    cache = FeatureCache.for_backbone(model.meta["backbone"]["digest"], model.preprocess, root=root)
+    fresh = extract(photos, eng, model.preprocess, SkipLog(), cache=cache)
+    assert fresh.extracted == len(photos)
+    entries = sorted(cache.with_precision(eng.precision).dir.rglob("*.npy"))
+    assert len(entries) == len(photos)
+    return cache, fresh, entries
+
+
+def test_wrong_altered_or_stale_cache_entries_are_recomputed(trained_run: Path, photos: list[Path], tmp_path: Path) -> None:
+    model = imagefit.load(trained_run)
+    eng = Engine(lambda: model.backbone, model.preprocess, "features-test", "onnx")
+    good = [p for p in photos if "cut" not in p.name and "text" not in p.name][:4]
+    cache, fresh, entries = _cache_and_entries(model, eng, good, tmp_path)
+    values = {e: e.read_bytes() for e in entries}
+    # 1. A valid entry of another photo copied over this one's (wrong but readable).
+    entries[0].write_bytes(values[entries[1]])
+    # 2. One value changed in place (the checksum no longer matches).
+    raw = bytearray(values[entries[1]])
+    raw[200] ^= 0xFF
+    entries[1].write_bytes(bytes(raw))
+    # 3. A plain .npy of NaNs, as an older imagefit or a hand could leave it.
+    np.save(entries[2], np.full(fresh.values.shape[-1], np.nan, np.float32))
+    # 4. An entry made from other weights, moved into this backbone's folder.
+    other = FeatureCache.for_backbone("0" * 32, model.preprocess, root=tmp_path / "other")
+    other.put(entries[3].name.split(".")[0], "orig", fresh.values[3, 0] + 1)
+    entries[3].write_bytes(next(other.dir.rglob("*.npy")).read_bytes())
+    again = extract(good, eng, model.preprocess, SkipLog(), cache=cache)
+    assert again.extracted == 4
+    np.testing.assert_array_equal(again.values, fresh.values)
+    assert extract(good, eng, model.preprocess, SkipLog(), cache=cache).extracted == 0  # repaired entries are used again
+
+
+def test_non_finite_features_are_never_cached_nor_read(tmp_path: Path) -> None:
+    cache = FeatureCache("ns", root=tmp_path)
+    digest = "ab" * 16
+    bad = np.ones(8, np.float32)
+    bad[3] = np.inf
+    cache.put(digest, "orig", bad)
+    assert cache.get(digest, "orig") is None and not list(tmp_path.rglob("*.npy"))
+    cache.put(digest, "orig", np.ones(8, np.float32))
+    assert cache.get(digest, "flip") is None  # another view's record
+    assert cache.get("cd" * 16, "orig") is None  # another photo's record
+    np.testing.assert_array_equal(cache.get(digest, "orig"), np.ones(8, np.float32))
+    # The entry stays a .npy file numpy reads; its provenance trailer follows the array.
+    np.testing.assert_array_equal(np.load(next(tmp_path.rglob("*.npy"))), np.ones(8, np.float32))
+
+
+def test_features_of_each_precision_are_kept_apart(tmp_path: Path) -> None:
+    fp32 = FeatureCache("ns", root=tmp_path)
+    bf16 = fp32.with_precision("bf16")
+    assert fp32.dir != bf16.dir and bf16.source["precision"] == "bf16"
+    digest = "ab" * 16
+    bf16.put(digest, "orig", np.full(8, 2.0, np.float32))
+    assert fp32.get(digest, "orig") is None
+    # Moved by hand into the fp32 folder, the bf16 entry still says what it is and is refused.
+    target = fp32._path(digest, "orig")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(bf16._path(digest, "orig").read_bytes())
+    assert fp32.get(digest, "orig") is None

@@ -1,20 +1,20 @@
 """The fastest correct inference engine for the device at hand.
 
 Frozen backbones are exported once to ONNX (cached by weight digest) and run,
-on a CPU, by ONNX Runtime; on a GPU by PyTorch with bf16 autocast and
-channels_last. Measured on the 2-core AVX-512 machine with lite0
-(BENCHMARKS.md, bench/engines.py, 2026-11-24): ONNX Runtime with one
-single-threaded run per core 241 images/s, PyTorch fp32 55 (NCHW) and 61
-(channels_last), PyTorch bf16 121.
+on a CPU, by ONNX Runtime or OpenVINO (:mod:`imagefit.engines.runners`); on a
+GPU by PyTorch with bf16 autocast and channels_last.
 
-OpenVINO (``engine="openvino"`` or ``IMAGEFIT_ENGINE=openvino``, package
-``openvino``) runs the same graph about 1.3x faster than ONNX Runtime, but it
-is opt-in: its TBB thread pools do not survive ``fork``, and a long-lived
-process that loaded it and later forked from a worker thread (DataLoader
-workers, ``subprocess`` from a thread pool) died with SIGSEGV in the test
-suite. Its bf16 (AMX) mode would be 3x faster but moves probabilities by up
-to 0.07, so fp32 is forced: every engine gives the torch path's numbers (max
-probability difference < 1e-3, tested on real photos).
+On a CPU the default is the fastest engine and precision that holds accuracy
+there (:func:`imagefit.engines.cpu.default_cpu_engine`): OpenVINO in bf16 where
+the CPU has AMX, else ONNX Runtime in fp32. bf16 moves single photos'
+probabilities a little, so it is accepted by its effect on accuracy and log
+loss with a head trained on the same bf16 features (bench/precision.py), and
+features of one precision are never mixed with another's: the feature cache
+keys :attr:`Engine.precision`. Measured figures: BENCHMARKS.md.
+
+``IMAGEFIT_ENGINE`` (``onnx``, ``openvino``, ``torch``) and
+``IMAGEFIT_PRECISION`` (``fp32``, ``bf16``) override the automatic choice for
+every command and the server alike.
 
 Engines take uint8 NHWC pixels (as :meth:`Preprocess.pixels` makes them) and
 normalize inside the graph.
@@ -22,11 +22,10 @@ normalize inside the graph.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,9 @@ import torch
 from torch import nn
 
 from .data.transforms import Preprocess
-from .errors import ImagefitError
+from .engines.cpu import PRECISIONS, bf16_supported, default_cpu_engine, importable
+from .engines.runners import OpenVinoRunner, OrtRunner, Runner
+from .errors import ImagefitError, invalid
 from .export import export_onnx
 from .paths import cache_root
 
@@ -74,51 +75,58 @@ class Engine:
             torch engine runs (so a cached graph needs no backbone at all).
         pre: The preprocessing (input size, mean, std) the module expects.
         key: Identifies the module's exact weights (for the ONNX file cache).
-        engine: ``auto`` (``$IMAGEFIT_ENGINE`` if set, else ONNX Runtime on
-            CPU, torch on GPU), ``onnx``, ``openvino`` (opt-in, see the module
-            notes) or ``torch``.
+        engine: ``auto`` (``$IMAGEFIT_ENGINE`` if set, else the CPU's default,
+            see the module notes, or torch on a GPU), ``onnx``, ``openvino`` or ``torch``.
         device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``auto`` (``$IMAGEFIT_PRECISION`` if set, else the fastest
+            that holds accuracy on this machine), ``fp32`` or ``bf16``.
+
+    Attributes:
+        kind: The engine that runs (``onnx``, ``openvino``, ``torch``).
+        precision: What the features are computed in (``fp32``, ``bf16``;
+            ``bf16-amp`` for torch autocast on a GPU). Features of different
+            precisions are never mixed (the feature cache keys it).
     """
 
-    def __init__(self, module: nn.Module | Callable[[], nn.Module], pre: Preprocess, key: str, engine: str = "auto", device: str = "auto"):
-        if engine == "auto":
-            # An override for every command and the server alike, e.g. IMAGEFIT_ENGINE=onnx.
-            engine = os.environ.get("IMAGEFIT_ENGINE", "") or "auto"
-        if engine not in ENGINES:
-            raise ImagefitError(f"invalid engine: received {engine!r}; allowed: {', '.join(ENGINES)}")
+    def __init__(
+        self,
+        module: nn.Module | Callable[[], nn.Module],
+        pre: Preprocess,
+        key: str,
+        engine: str = "auto",
+        device: str = "auto",
+        precision: str = "auto",
+    ):
         self.device = resolve_device(device)
         self.pre = pre
         self._module = module
         self._model: PixelModel | None = None
-        kind = engine
-        if kind == "auto":
-            kind = "onnx" if self.device.type == "cpu" and _importable("onnxruntime") else "torch"
-        elif kind in GRAPH_ENGINES and self.device.type != "cpu":
-            raise ImagefitError(f"invalid engine for device {self.device.type}: received {engine!r}; allowed: torch, auto")
-        elif kind in GRAPH_ENGINES and not _importable(_PACKAGE[kind]):
-            raise ImagefitError(f"engine {kind!r} needs the {_PACKAGE[kind]!r} package: pip install {_PACKAGE[kind]}")
-        self.kind = kind
-        # ONNX Runtime: one single-threaded run per core, each on its own image, beats one run
-        # spread over all cores (depthwise convolutions on small maps scale poorly across threads).
-        # Measured on 2 cores, lite0: 2 concurrent 1-thread runs at batch 1/2/4/8/16 -> 237/227/211/
-        # 202/179 images/s; one 2-thread run at batch 4 -> 171. OpenVINO: see _openvino_runner.
-        self.batch_size = {"openvino": 2, "onnx": 1}.get(kind, 256 if self.device.type == "cuda" else 32)
-        self.threads = cpu_threads() if kind in GRAPH_ENGINES else 1
-        self._run_many: Callable[[list[np.ndarray]], list[np.ndarray]] = self._run_torch
+        self.kind, self.precision = _choose(engine, precision, self.device)
+        # One single-threaded run per core, each on its own photo, beats one run spread over
+        # all cores (depthwise convolutions on small maps scale poorly across threads); OpenVINO
+        # runs one stream per core likewise. Measured figures: bench/engines.py.
+        self.batch_size = {"openvino": 2, "onnx": 1}.get(self.kind, 256 if self.device.type == "cuda" else 32)
+        self.threads = cpu_threads() if self.kind in GRAPH_ENGINES else 1
+        self._runner: Runner | None = None
         self._lock = threading.Lock()
-        if kind in GRAPH_ENGINES:
+        _ENGINES.add(self)
+        if self.kind in GRAPH_ENGINES:
             path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
-            load = _openvino_runner if kind == "openvino" else _OrtRunner
             if not path.is_file():
                 self._export(path)
             try:
-                self._run_many = load(path, self.threads)
+                self._runner = self._load(path)
             except Exception:
                 # A damaged cached graph is rebuilt rather than trusted.
                 self._export(path)
-                self._run_many = load(path, self.threads)
+                self._runner = self._load(path)
         else:
             self.model.to(self.device, memory_format=torch.channels_last)
+
+    def _load(self, path: Path) -> Runner:
+        if self.kind == "openvino":
+            return OpenVinoRunner(path, self.threads, self.precision)
+        return OrtRunner(path, self.threads)
 
     @property
     def model(self) -> PixelModel:
@@ -137,27 +145,28 @@ class Engine:
         chunks = [np.ascontiguousarray(x[start : start + self.batch_size]) for start in range(0, len(x), self.batch_size)]
         if not chunks:
             return np.zeros((0,), np.float32)
-        # One call at a time: each already keeps every core busy, and OpenVINO's single infer
-        # request must not be shared by two threads at once.
+        # One call at a time: each already keeps every core busy.
         with self._lock:
-            return np.concatenate(self._run_many(chunks))
+            if self._runner is not None:
+                return np.concatenate(self._runner(chunks))
+            return np.concatenate(self._run_torch(chunks))
 
     @property
     def concurrent(self) -> bool:
-        """Whether :meth:`run_here` runs in parallel when called from several threads (ONNX Runtime)."""
-        return isinstance(self._run_many, _OrtRunner)
+        """Whether :meth:`run_here` runs in parallel when called from several threads (the CPU graph engines)."""
+        return self._runner is not None
 
     def run_here(self, x: np.ndarray) -> np.ndarray:
         """Run a small uint8 batch (one photo and its views) in the calling thread.
 
         With a :attr:`concurrent` engine, one thread per core can each take
-        a photo from file to features (see ``features.extract``). Other
-        engines run it under the lock, as :meth:`__call__` does.
+        a photo from file to features (see ``features.extract``). The torch
+        engine runs it under the lock, as :meth:`__call__` does.
         """
-        if not isinstance(self._run_many, _OrtRunner):
+        if self._runner is None:
             return self(x)
         self._check(x)
-        return self._run_many.one(np.ascontiguousarray(x))
+        return self._runner.one(np.ascontiguousarray(x))
 
     def _check(self, x: np.ndarray) -> None:
         s = self.pre.input_size
@@ -166,19 +175,57 @@ class Engine:
 
     def _run_torch(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         outs = []
+        amp = self.device.type == "cuda" and self.precision == "bf16-amp"
         with torch.inference_mode():
             for chunk in chunks:
                 t = torch.from_numpy(chunk).to(self.device, non_blocking=True)
-                if self.device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        outs.append(self.model(t).float().cpu().numpy())
-                else:
-                    outs.append(self.model(t).float().numpy())
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = self.model(t).float()
+                outs.append(out.cpu().numpy())
         return outs
 
 
-def _importable(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+def _choose(engine: str, precision: str, device: torch.device) -> tuple[str, str]:
+    """``(engine, precision)`` from the arguments, ``$IMAGEFIT_ENGINE``/``$IMAGEFIT_PRECISION`` and the machine."""
+    if engine == "auto":
+        engine = os.environ.get("IMAGEFIT_ENGINE", "") or "auto"
+    if precision == "auto":
+        precision = os.environ.get("IMAGEFIT_PRECISION", "") or "auto"
+    if engine not in ENGINES:
+        raise invalid("engine", engine, ENGINES)
+    if precision not in PRECISIONS:
+        raise invalid("precision", precision, PRECISIONS)
+    if device.type != "cpu":
+        if engine in GRAPH_ENGINES:
+            raise invalid(f"engine for device {device.type}", engine, "torch, auto")
+        return "torch", "fp32" if precision == "fp32" else "bf16-amp"
+    if engine == "auto":
+        engine = {"bf16": "openvino", "fp32": "onnx" if importable("onnxruntime") else "torch"}.get(precision, "")
+        if not engine:
+            return default_cpu_engine()
+    if engine in GRAPH_ENGINES and not importable(_PACKAGE[engine]):
+        raise ImagefitError(f"engine {engine!r} needs the {_PACKAGE[engine]!r} package: pip install {_PACKAGE[engine]}")
+    if precision == "auto":
+        precision = default_cpu_engine()[1] if engine == "openvino" else "fp32"
+    if precision == "bf16" and engine != "openvino":
+        raise invalid(f"precision for engine {engine}", precision, "fp32, auto")
+    if precision == "bf16" and not bf16_supported():
+        raise invalid("precision on this CPU (no bf16 instructions)", precision, "fp32, auto")
+    return engine, precision
+
+
+# Every live engine, so that a forked child gets fresh locks (one held by a thread at fork
+# time would stay held forever there). The runners reset their own native state.
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _reset_locks_in_child() -> None:
+    for eng in list(_ENGINES):
+        eng._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
 
 
 def cpu_threads() -> int:
@@ -191,62 +238,9 @@ def cpu_threads() -> int:
     return n if n > 0 else (os.cpu_count() or 1)
 
 
-class _OrtRunner:
-    """One ONNX Runtime session, run single-threaded from ``threads`` Python threads.
-
-    ``InferenceSession.run`` is thread-safe and releases the GIL.
-    """
-
-    def __init__(self, path: Path, threads: int):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="imagefit-ort") if threads > 1 else None
-
-    def one(self, chunk: np.ndarray) -> np.ndarray:
-        """Run one chunk in the calling thread."""
-        return self.session.run(None, {"input": chunk})[0]
-
-    def __call__(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
-        if self.pool is None or len(chunks) == 1:
-            return [self.one(c) for c in chunks]
-        return list(self.pool.map(self.one, chunks))
-
-
-def _openvino_runner(path: Path, threads: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """OpenVINO in fp32, one synchronous request spread over ``threads`` cores.
-
-    A blocking ``infer`` releases the GIL (decoder threads run meanwhile) and
-    needs no Python callbacks on OpenVINO's threads: its async queue, driven
-    from Python, crashed the interpreter later in a test session. Measured
-    on 2 cores, lite0: batch 1/2/4/8 -> 264/305/272/244 images/s, against
-    312 for two async streams.
-    """
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(str(path)),
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)},
-    )
-    request = compiled.create_infer_request()
-
-    def run_many(chunks: list[np.ndarray]) -> list[np.ndarray]:
-        # Zero-copy input: each chunk is C-contiguous and outlives its call.
-        return [request.infer({0: chunk}, share_inputs=True)[0].copy() for chunk in chunks]
-
-    return run_many
-
-
 def model_key(prefix: str, digest: str) -> str:
     """File-system-safe engine key."""
     return f"{prefix.replace('/', '_')}-{digest}"
 
 
-__all__ = ["ENGINES", "Engine", "PixelModel", "cpu_threads", "model_key", "resolve_device"]
+__all__ = ["ENGINES", "PRECISIONS", "Engine", "PixelModel", "cpu_threads", "model_key", "resolve_device"]

@@ -1,14 +1,19 @@
 """Pooled backbone features, computed once per photo and cached on disk.
 
 The cache key is (file content digest, backbone weight digest, preprocessing,
-view), so renaming a photo keeps its entry, editing it invalidates it, and a
-second ``train`` with another head, seed or learning rate skips extraction.
-Entries are written atomically; a damaged one is recomputed.
+pixel version, engine precision, view), so renaming a photo keeps its entry,
+editing it invalidates it, and a second ``train`` with another head, seed or
+learning rate skips extraction. Entries are written atomically and carry
+their provenance and a checksum: a damaged, altered, mismatched or non-finite
+entry is recomputed, never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,28 +36,56 @@ Progress = Callable[[int], None]
 # (was Pillow resampling the crop box).
 PIXELS_VERSION = 2
 
+# Each entry is a plain .npy file (numpy can read it) followed by a trailer:
+# JSON provenance, its length (uint32 LE) and this marker. Entries without it are older formats.
+_MARKER = b"IMGFIT1\n"
+_TRAILER = struct.Struct("<I")
+
 
 class FeatureCache:
-    """One ``.npy`` per (photo, view) under ``<cache>/features/<namespace>/``."""
+    """One entry per (photo, view) under ``<cache>/features/<namespace>/<precision>/``.
 
-    def __init__(self, namespace: str, root: Path | None = None):
-        self.dir = (root or cache_root()) / "features" / namespace
+    Every entry records what it was made from (photo digest, view, the cache's
+    ``source``: backbone digest, preprocessing, pixel version, engine precision)
+    and a checksum of its values. :meth:`get` returns only an entry whose
+    record matches what is asked and whose values are intact and finite;
+    anything else counts as missing, so it is recomputed and overwritten.
+    """
+
+    def __init__(self, namespace: str, root: Path | None = None, *, source: dict[str, str] | None = None, precision: str = "fp32"):
+        self.namespace = namespace
+        self.root = root or cache_root()
+        self.precision = precision
+        self.source = {**(source or {"namespace": namespace}), "precision": precision}
+        # Precision is a folder, so that a cache built for one engine precision is never read by another.
+        self.dir = self.root / "features" / namespace / precision
 
     @classmethod
-    def for_backbone(cls, digest: str, pre: Preprocess, root: Path | None = None) -> FeatureCache:
-        """The cache of one backbone's weights (``digest``) under one preprocessing."""
-        return cls(f"{digest}-{pre.key()}-px{PIXELS_VERSION}", root)
+    def for_backbone(cls, digest: str, pre: Preprocess, root: Path | None = None, precision: str = "fp32") -> FeatureCache:
+        """The cache of one backbone's weights (``digest``) under one preprocessing and engine precision."""
+        source = {"backbone": digest, "preprocess": pre.key(), "pixels": str(PIXELS_VERSION)}
+        return cls(f"{digest}-{pre.key()}-px{PIXELS_VERSION}", root, source=source, precision=precision)
+
+    def with_precision(self, precision: str) -> FeatureCache:
+        """The same cache for features of another engine precision (``fp32``, ``bf16``, ...)."""
+        if precision == self.precision:
+            return self
+        source = {k: v for k, v in self.source.items() if k != "precision"}
+        return FeatureCache(self.namespace, self.root, source=source, precision=precision)
 
     def _path(self, digest: str, view: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.{view}.npy"
 
+    def _record(self, digest: str, view: str) -> dict[str, str]:
+        return {**self.source, "photo": digest, "view": view}
+
     def get(self, digest: str, view: str) -> np.ndarray | None:
-        """Cached features, or None when missing or unreadable."""
-        p = self._path(digest, view)
+        """Cached features, or None when missing, unreadable, made from something else, altered or not finite."""
         try:
-            return np.load(p, allow_pickle=False)
-        except (OSError, ValueError):
+            data = self._path(digest, view).read_bytes()
+        except OSError:
             return None
+        return _parse_entry(data, self._record(digest, view))
 
     def get_views(self, digest: str, views: Sequence[str]) -> np.ndarray | None:
         """Cached ``[len(views), F]`` features of one photo, or None unless every view is cached."""
@@ -65,10 +98,45 @@ class FeatureCache:
         return np.stack(got)
 
     def put(self, digest: str, view: str, features: np.ndarray) -> None:
-        """Store features atomically."""
+        """Store features atomically with their record; non-finite features are never stored."""
+        values = np.ascontiguousarray(features, dtype=np.float32)
+        if not np.isfinite(values).all():
+            return
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(self._path(digest, view), buf.getvalue(), durable=False)
+        np.save(buf, values, allow_pickle=False)
+        array = buf.getvalue()
+        record = {**self._record(digest, view), "checksum": _checksum(array)}
+        meta = json.dumps(record, sort_keys=True).encode()
+        atomic_write_bytes(self._path(digest, view), array + meta + _TRAILER.pack(len(meta)) + _MARKER, durable=False)
+
+
+def _checksum(array_bytes: bytes) -> str:
+    return hashlib.blake2b(array_bytes, digest_size=16).hexdigest()
+
+
+def _parse_entry(data: bytes, expected: dict[str, str]) -> np.ndarray | None:
+    """The values of an entry if its record is ``expected`` plus a matching checksum; else None."""
+    tail = len(_MARKER) + _TRAILER.size
+    if len(data) < tail or not data.endswith(_MARKER):
+        return None
+    (meta_len,) = _TRAILER.unpack_from(data, len(data) - tail)
+    split = len(data) - tail - meta_len
+    if split <= 0:
+        return None
+    array, meta = data[:split], data[split : len(data) - tail]
+    try:
+        record = json.loads(meta)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.pop("checksum", None) != _checksum(array) or record != expected:
+        return None
+    try:
+        values = np.load(io.BytesIO(array), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if values.dtype != np.float32 or values.ndim != 1 or not np.isfinite(values).all():
+        return None
+    return values
 
 
 @dataclass
@@ -106,6 +174,9 @@ def extract(
             uses one per engine thread).
     """
     views = tuple(views)
+    if cache is not None:
+        # Features of one precision are never mixed with another's (a head is fit on one kind).
+        cache = cache.with_precision(engine.precision)
     if engine.concurrent:
         found, extracted = _per_photo(paths, engine, pre, skipped, cache, views, progress)
     else:
