@@ -7,6 +7,7 @@ in another folder is found; a re-encoded or resized copy is not.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +15,6 @@ from pathlib import Path
 
 from ..errors import BadImageError
 from .load import content_digest, read_bytes
-from .loader import default_workers
 
 _WHAT = {"val": "validation accuracy", "test": "test accuracy"}
 
@@ -69,11 +69,11 @@ def find_duplicates(splits: Mapping[str, Sequence[Path]], workers: int | None = 
     Args:
         splits: Split name -> paths, e.g. ``{"train": ..., "val": ..., "test": ...}``;
             each pair ``(earlier, later)`` is checked.
-        workers: Threads reading files (default: one per core, at least two).
+        workers: Threads reading files (default: one per core, at least two, as for decoding).
     """
     names = [n for n, paths in splits.items() if paths]
     digests: dict[str, list[str | None]] = {}
-    with ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="imagefit-digest") as pool:
+    with ThreadPoolExecutor(workers or max(2, os.cpu_count() or 2), thread_name_prefix="imagefit-digest") as pool:
         for n in names:
             digests[n] = list(pool.map(_digest, splits[n]))
     out = Duplicates()
