@@ -12,6 +12,12 @@ Writes the "Serving" section of BENCHMARKS.md.
 Usage: ``python bench/load_serve.py [--run RUN] [--requests 2000] [--concurrency 32]``
 (without ``--run``, a lite0 model is trained on the bundled sample set first;
 ``--max-batch 4,8,16`` compares several batch limits).
+
+``--flood`` instead measures the server under issue 17's hostile load: ``--flood-requests``
+concurrent requests of ``--flood-files`` solid PNGs of ``--flood-side`` pixels square (default:
+3 x 32 x 7990x7990, each image under the 64 MP limit), while one photo request at a time
+measures latency; the server's resident memory is sampled before, at its peak and after.
+Writes the "Serving under a flood" section.
 """
 
 from __future__ import annotations
@@ -199,6 +205,90 @@ async def load(
             await c.aclose()
 
 
+def solid_png(side: int) -> bytes:
+    """A valid grayscale PNG of ``side x side`` black pixels, a few dozen kB, built row by row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (side + 1)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def flood(url: str, pid: int, photo: tuple[str, bytes, str], big: bytes, requests: int, files: int) -> dict[str, object]:
+    """Big requests in flight while photo requests go one after another; returns what was seen."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=300.0, trust_env=False) as c:
+        await c.post("/predict", files={"files": photo})
+        before, peak, photo_ms, photo_codes = rss_mb(pid), 0.0, [], []
+        parts = [("files", (f"big{i}.png", big, "image/png")) for i in range(files)]
+        jobs = [asyncio.create_task(c.post("/predict", files=parts)) for _ in range(requests)]
+        start = time.perf_counter()
+        while not all(j.done() for j in jobs) or time.perf_counter() - start < 2.0:
+            t = time.perf_counter()
+            r = await c.post("/predict", files={"files": photo})
+            photo_ms.append(1000 * (time.perf_counter() - t))
+            photo_codes.append(r.status_code)
+            peak = max(peak, rss_mb(pid))
+            await asyncio.sleep(0.1)
+        big_codes = [(await j).status_code for j in jobs]
+        flood_s = time.perf_counter() - start
+        await asyncio.sleep(2.0)
+        return {
+            "before": before,
+            "peak": peak,
+            "after": rss_mb(pid),
+            "photo_ms": photo_ms,
+            "photo_codes": photo_codes,
+            "big_codes": big_codes,
+            "flood_s": flood_s,
+        }
+
+
+def main_flood(run: Path, tmp: Path, args: argparse.Namespace) -> None:
+    photo = next((p.name, p.read_bytes(), "image/jpeg") for p in sorted((SAMPLE / "val").rglob("*.jpg")))
+    big = solid_png(args.flood_side)
+    rows = []
+    for files in (args.flood_files, 2):  # the issue's flood (refused from headers), then one within the budget
+        proc, url = start_server(run, args.window_ms, 4, tmp / f"server-flood-{files}.log")
+        try:
+            res = asyncio.run(flood(url, proc.pid, photo, big, args.flood_requests, files))
+        finally:
+            stop_server(proc)
+        ms = res["photo_ms"]
+        codes = {c: res["big_codes"].count(c) for c in sorted(set(res["big_codes"]))}  # type: ignore[attr-defined]
+        rows.append(
+            f"| {args.flood_requests} x {files} | {', '.join(f'{k}: {v}' for k, v in codes.items())} | {res['flood_s']:.1f} | "
+            f"{len(ms)} ({sum(c == 200 for c in res['photo_codes'])} ok) | {np.median(ms):.0f} | {max(ms):.0f} | "
+            f"{res['before']:.0f} | {res['peak']:.0f} | {res['after']:.0f} |"
+        )
+        print(rows[-1], flush=True)
+    body = (
+        f"Issue 17's hostile load: concurrent requests of solid {args.flood_side}x{args.flood_side} PNGs "
+        f"({len(big) // 1024} kB each on the wire, {args.flood_side**2 / 1e6:.1f} MP decoded), default settings, one uvicorn worker; "
+        "one photo request at a time (a 500x375 JPEG) runs throughout and 2 s after. Memory: the server's resident set (MiB).\n\n"
+        "| big requests x images | big answers | flood s | photo requests | photo p50 ms | photo max ms | RSS before | RSS peak | RSS 2 s after |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + f"\n\n{provenance()}"
+    )
+    print(body)
+    if not args.no_write:
+        update_section("serving-flood", "Serving under a flood", body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, help="Run folder (default: train lite0 on the bundled sample set).")
@@ -209,6 +299,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8, help="Interleaved rounds the requests of each mode are split into.")
     ap.add_argument("--max-seconds", type=float, default=300.0, help="Time budget per mode; past it, the run stops whatever was sent.")
     ap.add_argument("--no-write", action="store_true", help="Print only; leave BENCHMARKS.md alone.")
+    ap.add_argument("--flood", action="store_true", help="Measure photo latency and memory under a flood of huge PNGs instead.")
+    ap.add_argument("--flood-requests", type=int, default=3)
+    ap.add_argument("--flood-files", type=int, default=32)
+    ap.add_argument("--flood-side", type=int, default=7990)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,6 +313,9 @@ def main() -> None:
 
             print("training lite0 on the bundled sample set...", flush=True)
             run = imagefit.train(SAMPLE / "train", val=SAMPLE / "val", out=Path(tmp) / "run", seed=0).path
+        if args.flood:
+            main_flood(Path(run), Path(tmp), args)
+            return
         photos = [(p.name, p.read_bytes(), "image/jpeg") for p in sorted((SAMPLE / "val").rglob("*.jpg"))]
         sizes = [len(p[1]) for p in photos]
         modes = [("batched", args.window_ms, int(mb)) for mb in str(args.max_batch).split(",")] + [("unbatched", 0.0, 1)]

@@ -101,7 +101,7 @@ def create_app(settings: ServeSettings, model: Model | None = None) -> FastAPI:
 
     app = FastAPI(
         title="imagefit",
-        version=str(model.meta.get("versions", {}).get("imagefit", "")),
+        version=model.record.versions.get("imagefit", ""),
         summary=f"Image classifier '{model.path.name}' ({server.backbone}): {', '.join(model.classes)}",
         description=_description(settings),
         docs_url=None,

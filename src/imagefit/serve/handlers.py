@@ -7,6 +7,7 @@ of one app; its methods are the endpoints' bodies.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from typing import Any
@@ -70,7 +71,7 @@ class Server:
             self._infer, window_ms=settings.batch_window_ms, max_batch=settings.max_batch, max_pending=settings.max_pending
         )
         self.pools = DecodePools(settings, default_workers())
-        self.backbone = str(model.meta["backbone"]["name"])
+        self.backbone = model.record.backbone.name
         self.model_ref = ModelRef(run=model.path.name, backbone=self.backbone, temperature=model.temperature)
         self.started = time.monotonic()
 
@@ -103,18 +104,18 @@ class Server:
         )
 
     def model_info(self) -> dict[str, Any]:
-        """``GET /model``: what ``imagefit.json`` says, plus the engine and the limits."""
-        meta = self.model.meta
+        """``GET /model``: the run record (``imagefit.json``), plus the engine and the limits."""
+        rec = self.model.record
         body = {
             "run": self.model.path.name,
             "classes": self.model.classes,
-            "backbone": meta["backbone"],
-            "preprocess": meta["preprocess"],
+            "backbone": {k: v for k, v in dataclasses.asdict(rec.backbone).items() if v is not None},
+            "preprocess": rec.preprocess.to_dict(),
             "temperature": self.model.temperature,
-            "metrics": meta.get("metrics", {}),
-            "train_counts": meta.get("train_counts"),
-            "created": meta.get("created"),
-            "versions": meta.get("versions"),
+            "metrics": rec.metrics,
+            "train_counts": rec.train_counts,
+            "created": rec.created,
+            "versions": rec.versions or None,
             "engine": self.engine.kind,
             "limits": self.settings.limits(),
             "batching": {"window_ms": self.settings.batch_window_ms, "max_batch": self.settings.max_batch},
