@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -149,3 +150,49 @@ def test_from_dict_wrong_types(raw: object, pattern: str) -> None:
 def test_from_dict_optional_none_allowed() -> None:
     c = RunConfig.from_dict({"train": {"epochs": None, "lr": None}, "data": {"img_size": None}})
     assert c.train.epochs is None and c.data.img_size is None
+
+
+# -- every field documented, settings resolved once ---------------------------------------
+def test_every_field_has_help_and_choices_match() -> None:
+    from imagefit.config import AUGMENTS, LOADERS, MONITORS, OPTIMIZERS, STRATEGIES
+
+    choices = {"augment": AUGMENTS, "loader": LOADERS, "monitor": MONITORS, "optimizer": OPTIMIZERS, "strategy": STRATEGIES}
+    for sub in (RunConfig, DataConfig, ModelConfig, TrainConfig):
+        for f in dataclasses.fields(sub):
+            assert f.metadata.get("help"), f"{sub.__name__}.{f.name} has no help text"
+            assert f.metadata.get("choices") == choices.get(f.name), f.name
+
+
+def _spec(**kw):  # type: ignore[no-untyped-def]
+    from imagefit.models import get_spec
+
+    return dataclasses.replace(get_spec("simple_cnn"), **kw)
+
+
+def test_resolve_linear_and_img_size() -> None:
+    from imagefit.config import PhaseSettings, resolve
+
+    s = resolve(RunConfig.from_options(img_size=96), _spec())
+    assert s.preprocess == dataclasses.replace(_spec().preprocess, input_size=96)
+    assert s.head == PhaseSettings(60, 3e-3, 128) and s.images is None and s.loader == "pillow"
+    assert resolve(RunConfig(), _spec()).preprocess == _spec().preprocess
+
+
+def test_resolve_finetune_head_phase_and_gpu_scaling() -> None:
+    from imagefit.config import PhaseSettings, resolve
+
+    s = resolve(RunConfig.from_options(strategy="finetune", head_epochs=7), _spec(), "cuda")
+    assert s.head == PhaseSettings(7, 3e-3, 128)
+    assert s.images == PhaseSettings(3, 1e-4 * 256 / 32, 256) and s.loader == "device"
+    s = resolve(RunConfig.from_options(strategy="full", lr=0.01, batch_size=8, epochs=2), _spec(), "cuda")
+    assert s.head is None and s.images == PhaseSettings(2, 0.01, 8)
+    assert s.to_dict()["images"] == {"epochs": 2, "lr": 0.01, "batch_size": 8}
+
+
+def test_resolve_head_defaults_of_the_backbone() -> None:
+    from imagefit.config import resolve
+
+    s = resolve(RunConfig(), _spec(default_hidden=64, default_dropout=0.4))
+    assert (s.hidden, s.dropout) == (64, 0.4)
+    s = resolve(RunConfig.from_options(hidden=8, dropout=0.1), _spec(default_hidden=64, default_dropout=0.4))
+    assert (s.hidden, s.dropout) == (8, 0.1)

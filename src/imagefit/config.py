@@ -9,28 +9,50 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import bounds
 from .errors import ConfigError, invalid
+
+if TYPE_CHECKING:
+    from .data.transforms import Preprocess
+    from .models.registry import BackboneSpec
 
 AUGMENTS = ("none", "light", "heavy")
 STRATEGIES = ("linear", "finetune", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOADERS = ("auto", "pillow", "device")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+# Whether each monitor improves downwards or upwards: explicit, never guessed from the name.
+MONITOR_MODES = {"val_loss": "min", "loss": "min", "val_accuracy": "max", "accuracy": "max"}
+
+# Defaults of each strategy's main phase (epochs, learning rate, batch size on a CPU).
+DEFAULT_EPOCHS = {"linear": 60, "finetune": 3, "full": 10}
+DEFAULT_LR = {"linear": 3e-3, "finetune": 1e-4, "full": 1e-3}
+# finetune's head phase is exactly the linear strategy with its defaults.
+HEAD_LR = DEFAULT_LR["linear"]
+HEAD_BATCH_SIZE = 128
+IMAGE_BATCH_SIZE = {"cpu": 32, "cuda": 256}
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its help text (and allowed values), which the CLI options are generated from."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class DataConfig:
     """Where the photos come from and how they are split and augmented."""
 
-    val_split: float = 0.2
-    labels_from_filename: bool = False
-    augment: str = "none"
-    img_size: int | None = None
-    workers: int = 0
-    loader: str = "auto"
+    val_split: float = _opt(0.2, "Fraction of the training photos held out for validation when DATA has no validation folder.")
+    labels_from_filename: bool = _opt(False, "Take labels from file names (cat.1.jpg) instead of class folders.")
+    augment: str = _opt("none", "Augmentation preset for training photos.", AUGMENTS)
+    img_size: int | None = _opt(None, "Input size in pixels (32 to 1024); default: the backbone's own.")
+    workers: int = _opt(0, "Processes decoding photos; 0 chooses automatically.")
+    loader: str = _opt("auto", "How training photos are decoded: Pillow on CPU, nvjpeg on the GPU, or auto.", LOADERS)
 
     def __post_init__(self) -> None:
         bounds.check("val_split", self.val_split, bounds.VAL_SPLIT)
@@ -48,10 +70,10 @@ class DataConfig:
 class ModelConfig:
     """Which backbone, and the head put on top of it."""
 
-    name: str = "lite0"
-    pretrained: bool = True
-    hidden: int = 0
-    dropout: float = 0.2
+    name: str = _opt("lite0", "Backbone: a registered name (see `imagefit models`) or a timm model name.")
+    pretrained: bool = _opt(True, "Start from pretrained weights (read offline).")
+    hidden: int = _opt(0, "Units of a hidden layer in the head; 0 for none (the backbone's default).")
+    dropout: float = _opt(0.2, "Dropout before the head's last layer (0 to 0.95).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -65,21 +87,23 @@ class ModelConfig:
 class TrainConfig:
     """How the classifier is trained."""
 
-    strategy: str = "linear"
-    epochs: int | None = None
-    head_epochs: int = 60
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    unfreeze: float = 0.25
-    class_weights: bool = False
-    monitor: str = "val_loss"
-    patience: int = 5
-    lr_patience: int = 2
-    lr_factor: float = 0.3
-    min_lr: float = 1e-6
-    seed: int = 0
+    strategy: str = _opt(
+        "linear", "linear: train a head on frozen features; finetune: then unfreeze the last blocks; full: train everything.", STRATEGIES
+    )
+    epochs: int | None = _opt(None, "Epochs of the main phase (default: 60 linear, 3 finetune, 10 full).")
+    head_epochs: int = _opt(DEFAULT_EPOCHS["linear"], "Epochs of finetune's first phase (the head on frozen features).")
+    batch_size: int | None = _opt(None, "Mini-batch size of the main phase (default: 128 linear; 32 on a CPU, 256 on a GPU for images).")
+    lr: float | None = _opt(None, "Learning rate of the main phase (default: 0.003 linear, 0.0001 finetune, 0.001 full).")
+    optimizer: str = _opt("adam", "Optimizer (sgd uses momentum 0.9).", OPTIMIZERS)
+    weight_decay: float = _opt(0.0, "Weight decay (L2 penalty).")
+    unfreeze: float = _opt(0.25, "finetune: fraction of the backbone's blocks to train, or a whole number of blocks.")
+    class_weights: bool = _opt(False, "Weight the loss by inverse class frequency (for unbalanced classes).")
+    monitor: str = _opt("val_loss", "Metric that early stopping, learning-rate reduction and the best checkpoint follow.", MONITORS)
+    patience: int = _opt(5, "Epochs without improvement before early stopping.")
+    lr_patience: int = _opt(2, "Epochs without improvement before the learning rate is reduced.")
+    lr_factor: float = _opt(0.3, "Factor the learning rate is multiplied by on a plateau.")
+    min_lr: float = _opt(1e-6, "Lowest learning rate a plateau reduces to.")
+    seed: int = _opt(0, "Random seed (split, shuffling, augmentation).")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -109,30 +133,30 @@ class TrainConfig:
         """Epochs of the main phase: head epochs for linear, backbone epochs otherwise."""
         if self.epochs is not None:
             return self.epochs
-        return {"linear": 60, "finetune": 3, "full": 10}[self.strategy]
+        return DEFAULT_EPOCHS[self.strategy]
 
     @property
     def resolved_lr(self) -> float:
         """Learning rate of the main phase."""
         if self.lr is not None:
             return self.lr
-        return {"linear": 3e-3, "finetune": 1e-4, "full": 1e-3}[self.strategy]
+        return DEFAULT_LR[self.strategy]
 
     @property
     def resolved_batch_size(self) -> int:
         """Mini-batch size: large for cached features, small for images on a CPU."""
         if self.batch_size is not None:
             return self.batch_size
-        return 128 if self.strategy == "linear" else 32
+        return HEAD_BATCH_SIZE if self.strategy == "linear" else IMAGE_BATCH_SIZE["cpu"]
 
 
 @dataclass
 class RunConfig:
     """Everything that defines a run; saved as ``config`` in ``imagefit.json``."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Photos: split, augmentation, input size, decoding."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Backbone and head."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Strategy, schedule, optimizer and callbacks."})
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -216,3 +240,67 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
         if isinstance(value, str):
             return value
     raise invalid(name, value, f"a value of type {base}")
+
+
+@dataclass(frozen=True)
+class PhaseSettings:
+    """What one training phase actually runs with."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """The effective settings of a run: the config with every default filled in, once.
+
+    Attributes:
+        preprocess: The backbone's preprocessing with ``img_size`` applied.
+        hidden: Hidden units of the head (the backbone's default when not set).
+        dropout: The head's dropout.
+        head: The head phase on cached features (``linear``, and ``finetune``'s first phase); None for ``full``.
+        images: The phase on images (``finetune``'s second phase, ``full``); None for ``linear``.
+        loader: How training images are decoded (``pillow`` or ``device``).
+    """
+
+    preprocess: Preprocess
+    hidden: int
+    dropout: float
+    head: PhaseSettings | None
+    images: PhaseSettings | None
+    loader: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, saved as ``settings`` in the run record."""
+        out = dataclasses.asdict(self)
+        out["preprocess"] = self.preprocess.to_dict()
+        return out
+
+
+def resolve(config: RunConfig, spec: BackboneSpec, device_type: str = "cpu") -> ResolvedSettings:
+    """Fill in every default of ``config`` for backbone ``spec`` on ``device_type`` (``cpu``, ``cuda``).
+
+    The image phase on a GPU uses batches of 256 with the learning rate scaled
+    linearly from its batch-32 default (Goyal et al.), unless either is set.
+    """
+    t, m = config.train, config.model
+    pre = spec.preprocess
+    if config.data.img_size is not None:
+        pre = dataclasses.replace(pre, input_size=int(config.data.img_size))
+    hidden = m.hidden or spec.default_hidden
+    dropout = m.dropout if m.hidden or not spec.default_hidden else spec.default_dropout
+    head = images = None
+    if t.strategy == "linear":
+        head = PhaseSettings(t.resolved_epochs, t.resolved_lr, t.resolved_batch_size)
+    elif t.strategy == "finetune":
+        head = PhaseSettings(t.head_epochs, HEAD_LR, HEAD_BATCH_SIZE)
+    if t.strategy != "linear":
+        bs = t.batch_size or IMAGE_BATCH_SIZE.get(device_type, IMAGE_BATCH_SIZE["cpu"])
+        lr = t.lr if t.lr is not None else DEFAULT_LR[t.strategy] * bs / IMAGE_BATCH_SIZE["cpu"]
+        images = PhaseSettings(t.resolved_epochs, lr, bs)
+    loader = config.data.loader
+    if loader == "auto":
+        # nvjpeg decodes several times faster than Pillow on a GPU machine (BENCHMARKS.md); on a CPU Pillow wins.
+        loader = "device" if device_type == "cuda" else "pillow"
+    return ResolvedSettings(pre, hidden, dropout, head, images, loader)

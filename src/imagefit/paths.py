@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,27 @@ def cache_root() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return Path(xdg) / "imagefit" if xdg else Path.home() / ".cache" / "imagefit"
+
+
+def check_writable(folder: Path, need_bytes: int = 200 * 2**20) -> None:
+    """Fail before any work if ``folder`` cannot be written or its disk is nearly full.
+
+    Creates ``folder`` (and its parents) if missing; the probe is an anonymous
+    temporary file, gone when closed, so nothing is left behind.
+
+    Raises:
+        OutputError: with the reason.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"ok")
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise OutputError(f"only {free / 2**20:.0f} MiB free under {folder}; a run needs about {need_bytes / 2**20:.0f} MiB")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> Path:

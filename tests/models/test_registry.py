@@ -18,7 +18,8 @@ from imagefit.models import (
     register_backbone,
     weights_available,
 )
-from imagefit.models.registry import count_unfrozen, state_digest, trainable_units
+from imagefit.models.registry import state_digest
+from imagefit.train.finetune import count_unfrozen, trainable_units
 
 
 def test_list_backbones() -> None:

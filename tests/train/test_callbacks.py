@@ -237,3 +237,26 @@ def test_csv_logger_state_round_trip(tmp_path: Path) -> None:
     again.on_epoch_end(FakeTrainer(), 1, {"loss": 0.5})
     with (tmp_path / "h.csv").open() as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["0", "1"]
+
+
+# -- baseline (Keras) ------------------------------------------------------------------
+def test_baseline_is_the_value_to_beat() -> None:
+    cb = MonitorCallback("val_loss", mode="min", baseline=0.5)
+    assert cb.best == 0.5
+    assert cb.update(0, {"val_loss": 0.6}) is False and cb.best == 0.5
+    assert cb.update(1, {"val_loss": 0.4}) is True and cb.best == 0.4
+
+
+def test_early_stopping_baseline_restores_the_starting_weights() -> None:
+    cb = EarlyStopping("val_loss", patience=2, mode="min", baseline=0.5)
+    trainer, ran = feed(cb, [0.9, 0.8, 0.7])
+    # No epoch beat the baseline: the weights from before training come back.
+    assert ran == 2 and trainer.stop_training and cb.best == 0.5
+    assert trainer.weights == {"w": -1}
+
+
+def test_checkpoint_baseline_saves_only_better() -> None:
+    saved: list[int] = []
+    cb = ModelCheckpoint(lambda s, e, logs: saved.append(e), "val_accuracy", mode="max", baseline=0.8)
+    feed(cb, [0.5, 0.7, 0.9], key="val_accuracy")
+    assert saved == [2]

@@ -260,7 +260,7 @@ def test_class_weights_change_training() -> None:
 def test_discriminative_groups_rise_geometrically_to_full_rate() -> None:
     from torch import nn
 
-    from imagefit.train.run import discriminative_groups
+    from imagefit.train.finetune import discriminative_groups
 
     units = [nn.Linear(2, 2) for _ in range(3)]
     for u in units:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .registry import BackboneSpec, register_backbone
+from .spec import BackboneSpec, register_backbone
 
 _LITE = {
     # name: (timm architecture, input size, crop_pct, package, class name)

@@ -48,26 +48,39 @@ class Callback:
         """Inverse of :meth:`state_dict`."""
 
 
+def auto_mode(monitor: str) -> str:
+    """Keras's ``mode="auto"``: ``max`` for accuracy, AUC and F1 names, ``min`` otherwise."""
+    return "max" if ("acc" in monitor or "auc" in monitor or monitor.endswith("f1")) else "min"
+
+
 class MonitorCallback(Callback):
     """Tracks the best value of one logged metric.
 
     Args:
         monitor: Metric name in the logs.
-        mode: ``min``, ``max`` or ``auto`` (max for accuracy-like names).
+        mode: ``min``, ``max`` or ``auto`` (:func:`auto_mode`); pass it explicitly
+            for a metric whose name does not say its direction.
         min_delta: Smallest change that counts as an improvement.
+        baseline: Keras's ``baseline`` / ``initial_value_threshold``: the value
+            to beat (e.g. the score of the model before this phase). Only an
+            epoch better than it counts as an improvement.
     """
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0):
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0, baseline: float | None = None):
         if mode not in ("auto", "min", "max"):
             raise invalid("mode", mode, ("auto", "min", "max"))
-        if mode == "auto":
-            mode = "max" if ("acc" in monitor or "auc" in monitor or monitor.endswith("f1")) else "min"
         self.monitor = monitor
-        self.mode = mode
+        self.mode = auto_mode(monitor) if mode == "auto" else mode
         self.min_delta = abs(min_delta)
-        self.best = math.inf if mode == "min" else -math.inf
+        self.baseline = baseline
+        self.best = self._start()
         self.best_epoch = -1
         self.wait = 0
+
+    def _start(self) -> float:
+        if self.baseline is not None:
+            return float(self.baseline)
+        return math.inf if self.mode == "min" else -math.inf
 
     def current(self, logs: dict[str, float]) -> float | None:
         """The monitored value, or None if this epoch did not log it."""
@@ -101,14 +114,30 @@ class MonitorCallback(Callback):
 
 
 class EarlyStopping(MonitorCallback):
-    """Stop when the monitor has not improved for ``patience`` epochs; optionally restore the best weights."""
+    """Stop when the monitor has not improved for ``patience`` epochs; optionally restore the best weights.
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto", min_delta: float = 0.0, restore_best: bool = True):
-        super().__init__(monitor, mode, min_delta)
+    With a ``baseline`` the weights at the start of training are the best so
+    far: if no epoch beats the baseline, those are restored.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        mode: str = "auto",
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+        baseline: float | None = None,
+    ):
+        super().__init__(monitor, mode, min_delta, baseline)
         self.patience = patience
         self.restore_best = restore_best
         self.best_state: dict[str, Any] | None = None
         self.stopped_epoch: int | None = None
+
+    def on_train_begin(self, trainer: TrainerLike) -> None:
+        if self.baseline is not None and self.restore_best:
+            self.best_state = trainer.snapshot()
 
     def on_epoch_end(self, trainer: TrainerLike, epoch: int, logs: dict[str, float]) -> None:
         result = self.update(epoch, logs)
@@ -135,8 +164,9 @@ class ReduceLROnPlateau(MonitorCallback):
         mode: str = "auto",
         min_delta: float = 1e-4,
         cooldown: int = 0,
+        baseline: float | None = None,
     ):
-        super().__init__(monitor, mode, min_delta)
+        super().__init__(monitor, mode, min_delta, baseline)
         if not 0 < factor < 1:
             raise invalid("factor", factor, "a number in (0, 1)")
         self.factor = factor
@@ -177,8 +207,10 @@ class ModelCheckpoint(MonitorCallback):
             (or every epoch if ``save_best_only`` is False).
     """
 
-    def __init__(self, save: Any, monitor: str = "val_loss", mode: str = "auto", save_best_only: bool = True):
-        super().__init__(monitor, mode)
+    def __init__(
+        self, save: Any, monitor: str = "val_loss", mode: str = "auto", save_best_only: bool = True, baseline: float | None = None
+    ):
+        super().__init__(monitor, mode, baseline=baseline)
         self.save = save
         self.save_best_only = save_best_only
 
@@ -194,7 +226,7 @@ class CSVLogger(Callback):
     def __init__(self, path: str | Path, enabled: bool = True):
         self.path = Path(path)
         self.enabled = enabled  # False on non-zero ranks: rows are kept, nothing is written
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
 
     def on_epoch_end(self, trainer: TrainerLike, epoch: int, logs: dict[str, float]) -> None:
         self.rows.append({"phase": getattr(trainer, "phase", ""), "epoch": epoch, **logs})

@@ -65,9 +65,10 @@ class Trainer:
             (e.g. keep frozen BatchNorm layers in eval mode).
         checkpoint_dir: Where resumable checkpoints go (None: no checkpoints).
         phase: Name of the phase, stored in checkpoints.
-        step_hook: Optional per-step ``fn(n_images)`` for progress bars.
         autocast: Optional device type for bf16 autocast (``cuda``).
-        to_device: Moves a batch to the model's device.
+        forward: The module that runs the forward pass (a DDP wrapper of ``module``); default ``module``.
+        reduce: Sums ``[loss*n, correct, n]`` across ranks (default: as is).
+        save_checkpoints: Write checkpoints (rank 0 only under DDP).
     """
 
     def __init__(
@@ -81,8 +82,6 @@ class Trainer:
         train_mode: Callable[[nn.Module], None] | None = None,
         checkpoint_dir: Path | None = None,
         phase: str = "train",
-        step_hook: Callable[[int], None] | None = None,
-        to_device: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
         autocast: str | None = None,
         forward: nn.Module | None = None,
         reduce: Callable[[list[float]], list[float]] | None = None,
@@ -96,8 +95,6 @@ class Trainer:
         self.train_mode = train_mode or (lambda m: m.train())
         self.checkpoint_dir = checkpoint_dir
         self.phase = phase
-        self.step_hook = step_hook
-        self.to_device = to_device
         self.autocast = autocast
         # Under DDP the wrapper runs the forward pass; weights are saved from the plain module.
         self.forward = forward if forward is not None else module
@@ -163,7 +160,6 @@ class Trainer:
         total_loss, correct, seen = 0.0, 0, 0
         weights = self.class_weights
         for x, y in batches(epoch):
-            x, y = self.to_device(x), self.to_device(y)
             self.optimizer.zero_grad(set_to_none=True)
             if self.autocast:
                 with torch.autocast(self.autocast, dtype=torch.bfloat16):
@@ -179,8 +175,6 @@ class Trainer:
             total_loss += loss.item() * n
             correct += int((predicted_classes(logits) == y).sum())
             seen += n
-            if self.step_hook:
-                self.step_hook(n)
         total_loss, correct_f, seen_f = self.reduce([total_loss, float(correct), float(seen)])
         if seen_f == 0:
             raise ImagefitError("no readable training images in this epoch")
@@ -228,14 +222,20 @@ class Trainer:
         atomic_write_bytes(self.checkpoint_dir / f"{self.phase}.safetensors", save_tensors(tensors))
         atomic_write_json(self.checkpoint_dir / f"{self.phase}.json", meta)
 
+    def has_checkpoint(self) -> bool:
+        """Whether this phase has a checkpoint to resume from."""
+        if self.checkpoint_dir is None:
+            return False
+        return (self.checkpoint_dir / f"{self.phase}.json").is_file() and (self.checkpoint_dir / f"{self.phase}.safetensors").is_file()
+
     def load_checkpoint(self) -> int:
         """Restore from this phase's checkpoint; returns the number of epochs done (0 if none)."""
         if self.checkpoint_dir is None:
             return 0
+        if not self.has_checkpoint():
+            return 0
         meta_path = self.checkpoint_dir / f"{self.phase}.json"
         weights_path = self.checkpoint_dir / f"{self.phase}.safetensors"
-        if not meta_path.is_file() or not weights_path.is_file():
-            return 0
         try:
             meta = json.loads(meta_path.read_text())
             tensors = load_file(str(weights_path))

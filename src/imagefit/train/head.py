@@ -1,0 +1,79 @@
+"""The head phase: train the classification head on cached backbone features.
+
+This is the whole ``linear`` strategy and the first phase of ``finetune``.
+The features are in memory, so every rank runs the same deterministic steps
+and an epoch takes milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DataError
+from ..features import Features
+from .loop import Trainer, make_optimizer, shuffled_batches
+from .session import RunContext, best_value, val_logs
+
+
+@dataclass
+class FeatureSplits:
+    """Cached features and labels: ``x_train`` ``[N, views, F]``, ``x_val`` ``[M, F]`` (the original view)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    val_indices: np.ndarray  # positions of the readable validation photos in the validation set
+
+    @classmethod
+    def from_features(cls, train: Features, val: Features, train_labels: list[int], val_labels: list[int]) -> FeatureSplits:
+        """Pair the readable photos' features with their labels.
+
+        Raises:
+            DataError: when no photo of either set could be read.
+        """
+        splits = cls(
+            torch.from_numpy(train.values),
+            torch.tensor(np.asarray(train_labels)[train.indices], dtype=torch.long),
+            torch.from_numpy(val.values[:, 0]),
+            torch.tensor(np.asarray(val_labels)[val.indices], dtype=torch.long),
+            val.indices,
+        )
+        if len(splits.y_train) == 0 or len(splits.y_val) == 0:
+            raise DataError("no readable images in the training or validation set")
+        return splits
+
+
+def head_logits(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The head's logits for features ``x``, in eval mode."""
+    head.eval()
+    with torch.inference_mode():
+        return head(x)
+
+
+def train_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> list[dict[str, float]]:
+    """Fit ``head`` on the features with the head phase's settings; returns its history.
+
+    Early stopping restores the best epoch's weights, so ``head`` ends as the best head.
+    """
+    t, ps = ctx.config.train, ctx.settings.head
+    assert ps is not None, "the head phase runs only for the linear and finetune strategies"
+    trainer = Trainer(
+        head,
+        make_optimizer(t.optimizer, [{"params": list(head.parameters())}], ps.lr, t.weight_decay),
+        ctx.callbacks("best_head.safetensors"),
+        seed=t.seed,
+        class_weights=ctx.class_weights,
+        checkpoint_dir=ctx.checkpoint_dir,
+        phase="head",
+        save_checkpoints=ctx.dist.is_main,
+    )
+    done = trainer.load_checkpoint() if ctx.resume else 0
+    batches = shuffled_batches(feats.x_train, feats.y_train, ps.batch_size, t.seed)
+    history = trainer.fit(batches, lambda: val_logs(head_logits(head, feats.x_val), feats.y_val), ps.epochs, start_epoch=done)
+    ctx.ui.info(f"head: {len(trainer.history)} epochs, best {t.monitor} {best_value(trainer.history, t.monitor):.4f}")
+    return history
