@@ -48,15 +48,17 @@ class ServeSettings:
     )
     max_files: int = _setting(32, "Most images per request (413 too_many_files).", 1, 10_000)
     max_request_pixels: int = _setting(
-        256_000_000,
+        128_000_000,
         "Decode budget of one request: the sum of the pixels its images decode to, from their headers "
         "(JPEGs count at their reduced decode size) (413 request_too_many_pixels).",
         1,
         10_000_000_000,
     )
     max_inflight_pixels: int = _setting(
-        512_000_000,
-        "Decode budget of the whole server: pixels admitted and not yet decoded, across requests; "
+        # Big images decode one at a time: 256 MP is 4 images at the default max_pixels, a queue
+        # that drains well within timeout_s (see the flood section of BENCHMARKS.md).
+        256_000_000,
+        "Decode budget of the whole server: pixels admitted and not yet decoded, across requests (per pool); "
         "a request that would exceed it is refused before decoding (503 busy, Retry-After).",
         1,
         100_000_000_000,
