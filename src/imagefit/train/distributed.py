@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from ..errors import invalid
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,10 @@ def local_device(device: torch.device, info: DistInfo) -> torch.device:
 def per_rank_batch(global_batch: int, info: DistInfo) -> int:
     """Split the global batch evenly; refuse a split that would change the math."""
     if global_batch % info.world_size:
-        raise ConfigError(
-            f"invalid batch_size: received {global_batch} for {info.world_size} processes; "
-            "allowed: a multiple of the number of processes (the global batch is split evenly)"
+        raise invalid(
+            f"batch_size for {info.world_size} processes",
+            global_batch,
+            "a multiple of the number of processes (the global batch is split evenly)",
         )
     return global_batch // info.world_size
 
