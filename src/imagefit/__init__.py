@@ -6,6 +6,6 @@ from ._version import __version__
 from .api import load, train
 from .errors import ImagefitError
 from .model import Model
-from .train.run import Run
+from .train.session import Run
 
 __all__ = ["ImagefitError", "Model", "Run", "__version__", "load", "train"]

@@ -7,7 +7,8 @@ from typing import Any
 
 from .config import RunConfig
 from .model import Model
-from .train.run import Run, fit
+from .train.run import fit
+from .train.session import Run
 
 
 def train(
@@ -39,7 +40,7 @@ def train(
             ``model="lite0", strategy="finetune", epochs=3, lr=1e-4, seed=1``.
 
     Returns:
-        A :class:`~imagefit.train.run.Run`; ``Run.path`` is the run folder.
+        A :class:`~imagefit.train.session.Run`; ``Run.path`` is the run folder.
 
     Raises:
         ImagefitError: bad options or data, unwritable output, unknown model.
