@@ -231,3 +231,127 @@ def test_demo(capsys, tmp_path: Path) -> None:
     assert (out_dir / "model.safetensors").is_file() and (out_dir / "predictions.csv").is_file()
     rows = (out_dir / "predictions.csv").read_text().splitlines()
     assert len(rows) == 25  # header + the 24 validation photos
+
+
+# -- train's options come from the config dataclasses --------------------------------------------
+def test_every_config_field_has_a_train_flag() -> None:
+    """Adding a config field without a flag (or a flag without a field) fails here."""
+    import dataclasses
+
+    import typer.main
+
+    from imagefit.cli import app
+    from imagefit.config import DataConfig, ModelConfig, TrainConfig
+
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    flags = {opt for p in train.params if p.param_type_name == "option" for opt in p.opts}
+    own = {"--val", "--out", "--resume", "--device", "--help"}
+    fields = {
+        "--" + ("model" if (cls, f.name) == (ModelConfig, "name") else f.name).replace("_", "-")
+        for cls in (DataConfig, ModelConfig, TrainConfig)
+        for f in dataclasses.fields(cls)
+    }
+    assert flags - own == fields
+    # Today's flag names keep working.
+    for old in ("--val-split", "--class-weights", "--labels-from-filename", "--no-pretrained", "--img-size", "--batch-size", "--lr"):
+        assert old in flags or old in {o for p in train.params for o in p.secondary_opts}
+    for new in ("--monitor", "--patience", "--lr-patience", "--lr-factor", "--min-lr", "--head-epochs"):
+        assert new in flags
+
+
+def test_train_flags_reach_the_config(capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import imagefit
+
+    seen: dict[str, object] = {}
+
+    def fake_train(data: object, **kw: object) -> None:
+        seen.update(kw)
+        raise imagefit.ImagefitError("stop here")
+
+    monkeypatch.setattr(imagefit, "train", fake_train)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        tmp_path,
+        "--monitor",
+        "val_accuracy",
+        "--lr-patience",
+        "3",
+        "--min-lr",
+        "1e-5",
+        "--class-weights",
+        "--no-pretrained",
+    )
+    assert code == 1 and "stop here" in err
+    assert seen["monitor"] == "val_accuracy" and seen["lr_patience"] == 3 and seen["min_lr"] == 1e-5
+    assert seen["class_weights"] is True and seen["pretrained"] is False and seen["model"] == "lite0"
+
+
+def test_bad_config_value_is_invalid_line(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "train", tmp_path, "--monitor", "speed")
+    assert code == 2
+    assert one_error_line(err) == "error: invalid monitor: received 'speed'; allowed: val_loss, val_accuracy, loss, accuracy"
+
+
+# -- start-up: no heavy import where none is needed -------------------------------------------------
+HEAVY = ("torch", "timm", "matplotlib", "sklearn", "onnxruntime", "fastapi", "torchvision")
+
+
+def _imports_after(argv: list[str], tmp_path: Path) -> tuple[int, list[str], str]:
+    """Run ``imagefit.cli.main(argv)`` in a fresh interpreter; which heavy modules were imported.
+
+    The package ``__init__`` is bypassed (it loads the whole Python API, torch included):
+    this checks the CLI's own imports, which is what keeps `--help` and usage errors fast.
+    """
+    code = (
+        "import sys, types, json; pkg = types.ModuleType('imagefit'); pkg.__path__ = [sys.argv[1]]; sys.modules['imagefit'] = pkg\n"
+        "from imagefit.cli import main\n"
+        "try:\n    main(json.loads(sys.argv[2]))\nexcept SystemExit as e:\n    rc = e.code or 0\n"
+        f"print(json.dumps([rc, sorted(m for m in {HEAVY!r} if m in sys.modules)]))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "src" / "imagefit"), json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    rc, mods = json.loads(p.stdout.strip().splitlines()[-1])
+    return rc, mods, p.stderr
+
+
+def test_help_and_usage_errors_import_nothing_heavy(tmp_path: Path, sample_data: Path) -> None:
+    assert _imports_after(["--help"], tmp_path)[:2] == (0, [])
+    assert _imports_after(["train", "--help"], tmp_path)[:2] == (0, [])
+    rc, mods, err = _imports_after(["train", str(tmp_path), "--strategy", "magic"], tmp_path)
+    assert (rc, mods) == (2, []) and "invalid strategy" in err
+    rc, mods, err = _imports_after(["inspect", str(sample_data)], tmp_path)
+    assert (rc, mods) == (0, []), err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, mods, err = _imports_after(["inspect", str(empty)], tmp_path)
+    assert rc == 1 and mods == [] and err.startswith("error: ")
+
+
+def test_models_summary(capsys) -> None:
+    code, out, err = run_cli(capsys, "models", "lite0")
+    assert code == 0, err
+    assert "input: 224x224" in out and "features: 1280" in out and "center crop 224" in out
+    assert "weights:" in out and "parameters:" in out
+    rows = [ln for ln in out.splitlines() if ln.count("│") >= 5]
+    assert len(rows) > 5 and "trained" in rows[-1] and "frozen" in rows[0]
+    code, out, _ = run_cli(capsys, "models", "lite0", "--json")
+    s = json.loads(out)
+    assert s["params"] >= sum(b["params"] for b in s["blocks"]) > 0 and 0 < s["finetune_params"] < s["params"]
+    code, _, err = run_cli(capsys, "models", "resnet9000")
+    assert code == 1 and "unknown model" in one_error_line(err)
+
+
+def test_inspect_augment_preview(capsys, tmp_path: Path, image_folder) -> None:
+    data = image_folder(n_per_class=2)
+    code, out, err = run_cli(capsys, "inspect", data, "--augment", "heavy", "--preview", tmp_path / "aug.png", "--model", "simple_cnn")
+    assert code == 0, err
+    assert (tmp_path / "aug.png").is_file() and f"preview: {tmp_path / 'aug.png'}" in out
+    code, _, err = run_cli(capsys, "inspect", data, "--augment", "wild")
+    assert code == 2 and "invalid augment" in one_error_line(err)

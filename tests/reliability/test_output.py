@@ -118,3 +118,34 @@ def test_disk_full_mid_run_is_one_clear_line(
     assert line.startswith("error: cannot write ") and line.endswith("No space left on device")
     leftovers = [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers
+
+
+# -- issue 17, outputs: predict never destroys a file and never writes an empty answer ---------------
+@pytest.mark.parametrize("target", ["input-photo", "existing-text", "new-image-name", "folder"])
+def test_predict_out_never_overwrites(
+    target: str,
+    small_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_img,  # type: ignore[no-untyped-def]
+) -> None:
+    photos = tmp_path / "pout"
+    photo = make_img(photos / "a.jpg", (220, 40, 40))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    out = {"input-photo": photo, "existing-text": notes, "new-image-name": tmp_path / "b.png", "folder": photos}[target]
+    before = {p: p.read_bytes() for p in (photo, notes)}
+    line = _one_error_line(capsys, ["predict", str(small_run), str(photos), "--out", str(out)])
+    assert "invalid --out" in line and str(out) in line and ".csv" in line
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_predict_nothing_readable_fails_and_keeps_old_csv(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    old = tmp_path / "predictions.csv"
+    old.write_text("path,label\nearlier.jpg,red\n")
+    line = _one_error_line(capsys, ["predict", str(small_run), str(notes), "--out", str(old)])
+    assert "nothing to predict" in line and "notes.txt" in line
+    assert old.read_text() == "path,label\nearlier.jpg,red\n"
