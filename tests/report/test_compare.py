@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from rich.console import Console
@@ -35,7 +36,7 @@ ROWS = [
 
 
 def _render(width: int) -> str:
-    c = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    c = Console(width=width, record=True, file=io.StringIO())
     c.print(rich_table(ROWS, width=width))
     return c.export_text()
 
