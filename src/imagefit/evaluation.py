@@ -49,8 +49,7 @@ def evaluate_run(
     """
     import imagefit
 
-    from .paths import atomic_write_json
-    from .predict import check_writable
+    from .paths import atomic_write_json, check_writable
     from .report import write_eval_report
 
     model = imagefit.load(run)

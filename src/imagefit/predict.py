@@ -124,15 +124,6 @@ def check_output(dest: str | Path, inputs: list[str | Path]) -> Path:
     return dest
 
 
-def check_writable(folder: Path, need_bytes: int) -> None:
-    """Raise OutputError now if ``folder`` cannot be written or its disk is nearly full (before any photo is read)."""
-    try:
-        from .paths import check_writable as check  # type: ignore[attr-defined]
-    except ImportError:  # until check_writable has moved from train/run.py to paths.py (issue 12)
-        from .train.run import check_writable as check
-    check(folder, need_bytes=need_bytes)
-
-
 @dataclass
 class PredictResult:
     """What :func:`predict_files` did: the predictions, the CSV written, and its row count."""
@@ -177,6 +168,8 @@ def predict_files(
         OutputError: the output's folder cannot be written.
         DataError: no photo could be predicted.
     """
+    from .paths import check_writable
+
     dest = check_output(out or default_output(kaggle), paths)
     check_writable(dest.parent, need_bytes=16 * 2**20)
     preds = model.predict(paths, tta=tta, progress=progress)

@@ -5,14 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def _freeze_policy() -> tuple[Any, Any]:
-    try:
-        from .train.finetune import count_unfrozen, trainable_units
-    except ImportError:  # until the freeze policy has moved out of models/registry.py (issue 12)
-        from .models.registry import count_unfrozen, trainable_units
-    return trainable_units, count_unfrozen
-
-
 def backbone_summary(name: str, *, unfreeze: float = 0.25) -> dict[str, Any]:
     """Everything ``imagefit models NAME`` prints, as a dict.
 
@@ -27,9 +19,9 @@ def backbone_summary(name: str, *, unfreeze: float = 0.25) -> dict[str, Any]:
         ModelError: for an unknown name.
     """
     from .models.registry import create_backbone, weights_available
+    from .train.finetune import count_unfrozen, trainable_units
 
     module, spec = create_backbone(name, pretrained=False)
-    trainable_units, count_unfrozen = _freeze_policy()
     units = trainable_units(module)
     n_unfrozen = count_unfrozen(len(units), unfreeze)
     blocks = []

@@ -35,7 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evalu
 
 
 def _register() -> None:
-    from . import compare, demo, evaluate, inspect, interpret, kaggle, models, predict, serve, train
+    from . import compare, demo, evaluate, export, inspect, interpret, kaggle, models, predict, serve, train
 
     app.command()(train.train)
     app.command()(evaluate.evaluate)
@@ -48,6 +48,7 @@ def _register() -> None:
     app.command("kaggle-prep")(kaggle.kaggle_prep)
     app.command()(kaggle.score)
     app.command()(serve.serve)
+    app.command()(export.export)
 
 
 _register()

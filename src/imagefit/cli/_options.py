@@ -42,7 +42,7 @@ def flag(option: str) -> str:
 
 def _help(f: dataclasses.Field[Any]) -> str:
     text = str(f.metadata.get("help", "")).strip() or f.name.replace("_", " ").capitalize() + "."
-    if f.default is None:
+    if f.default is None and "default" not in text:
         text += " (default: automatic)"
     return text
 
