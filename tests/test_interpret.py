@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagefit.errors import ConfigError
+from imagefit.errors import ArtifactError, ConfigError
 from imagefit.interpret import confused_pairs, find_suspects, interpret, out_of_fold_probs, top_losses
 from imagefit.model import Evaluation
 
@@ -107,3 +107,23 @@ def test_interpret_rejects_bad_options(trained_run: Path) -> None:
         interpret(trained_run, low=1.5)
     meta = json.loads((trained_run / "imagefit.json").read_text())
     assert meta["data"]["train"]  # the default data comes from here
+
+
+def _copy_without(trained_run: Path, tmp_path: Path, key: str) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("interpret-*"))
+    meta = json.loads((run / "imagefit.json").read_text())
+    del meta[key]
+    (run / "imagefit.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_interpret_needs_the_runs_settings(trained_run: Path, tmp_path: Path) -> None:
+    # Without its config the run's validation split cannot be rebuilt: a clear error, not a KeyError.
+    with pytest.raises(ArtifactError, match="does not record its settings"):
+        interpret(_copy_without(trained_run, tmp_path, "config"))
+
+
+def test_interpret_without_recorded_data_asks_for_it(trained_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not record its data; pass DATA"):
+        interpret(_copy_without(trained_run, tmp_path, "data"))
