@@ -40,6 +40,11 @@ class UI:
         if self.enabled:
             console.print(message)
 
+    def warn(self, message: str) -> None:
+        """One line of warning, in yellow; ``message`` is plain text (markup in file names is shown as is)."""
+        if self.enabled:
+            console.print(f"[yellow]warning: {plain(message)}[/]")
+
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
         """A progress bar with ETA; yields ``advance(n)``."""

@@ -110,6 +110,6 @@ def write_report(out: Path, meta: dict[str, Any], cal: Calibrated, history: list
     try:
         path = write_run_report(out, meta, cal.metrics, history, val.paths, val.y, cal.probs_uncal, cal.probs)
     except (OSError, ValueError, RuntimeError) as exc:
-        ui.info(f"[yellow]warning: report not written: {exc}[/]")
+        ui.warn(f"report not written: {exc}")
         return
     ui.info(f"report: {path}")

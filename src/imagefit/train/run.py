@@ -27,6 +27,7 @@ from torch import nn
 
 from ..config import RunConfig, resolve
 from ..data.load import SkipLog
+from ..data.prepare import prepare_data
 from ..data.transforms import Preprocess
 from ..engine import Engine, model_key, resolve_device
 from ..features import FeatureCache, extract
@@ -35,7 +36,6 @@ from ..models.registry import create_backbone, get_spec, state_digest
 from ..paths import check_writable
 from ..ui import UI
 from . import finish
-from ._prepare import prepare_data
 from .distributed import DistInfo, barrier, local_device, setup, teardown
 from .head import FeatureSplits, head_logits, train_head
 from .images import train_images
@@ -87,7 +87,8 @@ def _fit(
     config = opened.config
     spec = get_spec(config.model.name)  # an unknown model fails before any folder is made
     settings = resolve(config, spec, dev.type)
-    train_set, val_set = prepare_data(opened.data, opened.val, config)  # and so does missing or unusable data
+    # Missing or unusable data fails here, before any folder is made.
+    train_set, val_set = prepare_data(opened.data, opened.val, config, out=opened.out, warn=ui.warn)
     if info.is_main:
         check_writable(opened.out)
         write_state(opened)
