@@ -104,17 +104,19 @@ def augment_preview(
     Uses the training transform itself (:meth:`~imagefit.data.transforms.Preprocess.train_transform`)
     with ``model``'s preprocessing, so the preview shows exactly what training sees.
     """
+    from .config import AUGMENTS
+    from .errors import invalid
+
+    if augment not in AUGMENTS:
+        raise invalid("augment", augment, AUGMENTS)
     import numpy as np
     import torch
     from PIL import Image
 
     from .data.load import load_image
-    from .errors import invalid
     from .models.registry import get_spec
     from .paths import atomic_write_bytes
 
-    if augment not in ("none", "light", "heavy"):
-        raise invalid("augment", augment, ("none", "light", "heavy"))
     pre = get_spec(model).preprocess
     train_tf, eval_tf = pre.train_transform(augment), pre.train_transform("none")
     samples = sample_photos(data, per_class=max(1, photos // 2), labels_from_filename=labels_from_filename, seed=seed)

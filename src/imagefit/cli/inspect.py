@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..config import AUGMENTS
+from ..errors import invalid
 from ._common import out_json, print_skipped, stdout
 
 
@@ -30,10 +32,8 @@ def inspect_cmd(
     """Class counts, imbalance ratio, unreadable files and image size range."""
     from .. import inspect as lib
 
-    if augment is not None and augment not in ("none", "light", "heavy"):
-        from ..errors import invalid
-
-        raise invalid("augment", augment, ("none", "light", "heavy"))
+    if augment is not None and augment not in AUGMENTS:
+        raise invalid("augment", augment, AUGMENTS)
     rep = lib.inspect_data(data, labels_from_filename=labels_from_filename)
     written = []
     if report is not None:

@@ -26,14 +26,14 @@ def train(
 ) -> None:
     """Train a classifier; writes model.safetensors, imagefit.json and history.csv to a run folder."""
     from ..config import RunConfig
-    from ..errors import ConfigError
+    from ..errors import invalid
 
     # Bad values fail here, before torch is imported or any photo is read.
     RunConfig.from_options(**options)
     if data is None and not resume:
-        raise ConfigError("missing argument DATA (only `train --resume --out RUN` may leave it out)")
+        raise invalid("DATA", None, "a data folder or CSV (only `train --resume --out RUN` may leave it out)")
     if resume and out is None:
-        raise ConfigError("--resume needs --out RUN, the folder of the run to continue")
+        raise invalid("--out", None, "with --resume, the folder of the run to continue")
     import imagefit
 
     from ..evaluate import summary_line
