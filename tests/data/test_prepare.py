@@ -22,8 +22,10 @@ def test_split_when_no_validation_folder(image_folder) -> None:
     assert len(p.train) == 8 and len(p.val) == 2 and p.test is None
     assert p.layout == "class folders" and "20% of each class" in p.description
     assert p.duplicates is not None and not p.duplicates and p.warnings == []
-    train, val = prepare_data(root, None, _config(val_split=0.2))
+    said: list[str] = []
+    train, val = prepare_data(root, None, _config(val_split=0.2), info=said.append)
     assert train.paths == p.train.paths and val.paths == p.val.paths
+    assert said == [p.description] and said[0].startswith("class folders: 2 classes (green, red)")
 
 
 def test_explicit_val_and_no_split(tmp_path: Path, image_folder) -> None:

@@ -160,9 +160,17 @@ def prepare_data(
     *,
     out: str | Path | None = None,
     warn: Callable[[str], None] | None = None,
+    info: Callable[[str], None] | None = None,
 ) -> tuple[ImageSet, ImageSet]:
-    """``(train_set, val_set)`` of :func:`prepare`, each warning passed to ``warn`` (when given)."""
+    """``(train_set, val_set)`` of :func:`prepare`.
+
+    ``info`` (when given) receives the one-line description of the layout read
+    and of the validation set; ``warn`` receives each warning (and turns on the
+    check for photos shared between splits).
+    """
     prepared = prepare(data, val, config, out=out, check_duplicates=warn is not None)
+    if info is not None:
+        info(prepared.description)
     if warn is not None:
         for message in prepared.warnings:
             warn(message)
