@@ -11,8 +11,9 @@ Why these ranges:
 * input size 32..1024: below 32 pixels the backbones' five stride-2 stages
   leave less than one pixel; above 1024 one batch no longer fits a
   typical GPU, and no registered or timm classification model asks for more.
-* crop_pct 0.05..2: timm's values lie in 0.75..1.0; the wide range only
-  refuses what would resize to nothing or to a huge image.
+* crop_pct 0.05..1.5: timm's values lie in 0.75..1.0; above 1 the photo is
+  resized smaller than the crop and padded, and beyond 1.5 a third or more
+  of every input would be padding; below 0.05 the resized photo is huge.
 * mean in [0, 1], std in [1e-3, 10]: pixels are scaled to [0, 1] before
   normalizing; a std near 0 divides by zero.
 * temperature 0.01..100: wider than the fit's search range
@@ -59,7 +60,7 @@ class Range:
 
 
 INPUT_SIZE = Range(32, 1024, integer=True)
-CROP_PCT = Range(0.05, 2.0)
+CROP_PCT = Range(0.05, 1.5)
 MEAN = Range(0.0, 1.0)
 STD = Range(1e-3, 10.0)
 TEMPERATURE = Range(0.01, 100.0)
