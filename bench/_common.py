@@ -14,19 +14,44 @@ DATA = ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
+# The flags that decide which CPU engine and precision is fastest (imagefit.engines.cpu).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def machine() -> str:
-    """One line describing where the figures were measured."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """One line describing where the figures were measured: cores, CPU model and its speed-relevant flags."""
     import torch
 
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    from imagefit.engines.cpu import cpu_flags, cpu_model
+
+    flags = " ".join(f for f in SPEED_FLAGS if f in cpu_flags()) or "none of " + " ".join(SPEED_FLAGS)
+    return (
+        f"{os.cpu_count()} cores ({cpu_model()}; flags: {flags}), Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+
+
+def bare_fp32_rate(images: int = 256, rounds: int = 1) -> float:
+    """Images/s of the bare fp32 ONNX Runtime lite0 graph: one single-thread session per core, batch 1, decoded photos.
+
+    The yardstick every CPU target is a ratio to (issue 19), measured in the same run as the figure it divides.
+    """
+    import numpy as np
+
+    from imagefit.data.load import load_image
+    from imagefit.engine import Engine, model_key
+    from imagefit.models import create_backbone
+    from imagefit.models.registry import state_digest
+
+    backbone, spec = create_backbone("lite0")
+    engine = Engine(backbone, spec.preprocess, model_key("lite0", state_digest(backbone)), "onnx", precision="fp32")
+    files = sorted((DATA / "validation").rglob("*.jpg"))[:images]
+    x = np.stack([spec.preprocess.pixels(load_image(f)) for f in files])
+    engine(x[:8])  # warm
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        engine(x)
+    return rounds * len(x) / (time.perf_counter() - t0)
 
 
 def provenance() -> str:

@@ -1,13 +1,15 @@
 """Side by side on cats_and_dogs_filtered (2,000 train + 1,000 validation photos), one process tree:
 
-1. imagefit: ``imagefit train --strategy linear`` + ``imagefit evaluate`` from JPEG files, cold cache;
+1. imagefit: ``imagefit train --strategy linear`` + ``imagefit evaluate`` from JPEG files, cold cache,
+   once per ``--precisions`` (default: this CPU's automatic choice and fp32), each as a ratio to the
+   time the bare fp32 ONNX Runtime graph needs for the same 3,000 photos (measured in the same run);
 2. the reference loop a user writes from the timm docs: the same lite0 weights, torch DataLoader,
    Pillow, timm transforms, AdamW, fine-tuning for ``--ref-epochs`` (default 3) epochs;
 3. the Keras notebooks' recipe (seed 003's CNN, 150x150, RMSprop) on Keras 3 (torch backend),
    when ``keras`` is installed.
 
 Prints wall time, images/s and accuracy for each and writes the "Training (CPU)" section of
-BENCHMARKS.md. Usage: ``python bench/train_linear.py [--ref-epochs 3] [--keras-epochs 5] [--skip-ref]``.
+BENCHMARKS.md. Usage: ``python bench/train_linear.py [--precisions auto fp32] [--ref-epochs 3] [--keras-epochs 5] [--skip-ref]``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import DATA, provenance, update_section
+from _common import DATA, bare_fp32_rate, provenance, update_section
 
 IMAGEFIT = [sys.executable, "-m", "imagefit"]
 
 
-def bench_imagefit(tmp: Path) -> dict[str, float]:
-    env = {**os.environ, "IMAGEFIT_CACHE": str(tmp / "cache")}  # cold cache: extraction is timed
+def bench_imagefit(tmp: Path, precision: str = "auto") -> dict[str, float]:
+    env = {**os.environ, "IMAGEFIT_CACHE": str(tmp / "cache"), "IMAGEFIT_PRECISION": precision}  # cold cache: extraction is timed
     out = tmp / "run"
     t0 = time.perf_counter()
     subprocess.run(
@@ -170,6 +172,7 @@ def bench_keras(epochs: int) -> dict[str, float] | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--precisions", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
     ap.add_argument("--ref-epochs", type=int, default=3)
     ap.add_argument("--keras-epochs", type=int, default=5)
     ap.add_argument("--skip-ref", action="store_true")
@@ -178,10 +181,19 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"data not found: {DATA}")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        r = bench_imagefit(Path(tmp))
-        rows.append(("imagefit train --strategy linear + evaluate (cold cache)", r))
-        print(f"imagefit: {r}", flush=True)
+    from imagefit.engines.cpu import default_cpu_engine
+
+    auto = "{} {}".format(*default_cpu_engine())
+    for precision in args.precisions:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = bench_imagefit(Path(tmp), precision)
+            rows.append(
+                (f"imagefit train --strategy linear + evaluate (cold cache), features {auto if precision == 'auto' else precision}", r)
+            )
+            print(f"imagefit {precision}: {r}", flush=True)
+    bare = bare_fp32_rate()
+    bare_s = 3000 / bare
+    print(f"bare fp32 ONNX Runtime: {bare:.1f} images/s", flush=True)
     ref = None
     if not args.skip_ref:
         ref = bench_reference(args.ref_epochs)
@@ -192,11 +204,17 @@ def main() -> None:
         if k is not None:
             rows.append((f"Keras 3 (torch backend) seed-003 CNN, {args.keras_epochs} epochs + eval", k))
             print(f"keras: {k}", flush=True)
-    lines = ["| pipeline | wall s | images/s | val accuracy |", "| --- | ---: | ---: | ---: |"]
+    lines = ["| pipeline | wall s | images/s | val accuracy | wall / bare fp32 time |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines.append(
+        f"| bare fp32 ONNX Runtime lite0, 1-thread session per core, batch 1, decoded photos | {bare_s:.1f} | {bare:.1f} | | 1.00 |"
+    )
     for name, r in rows:
-        lines.append(f"| {name} | {r['wall_s']:.1f} | {r['images'] / r['wall_s']:.1f} | {r['accuracy']:.4f} |")
+        lines.append(f"| {name} | {r['wall_s']:.1f} | {r['images'] / r['wall_s']:.1f} | {r['accuracy']:.4f} | {r['wall_s'] / bare_s:.2f} |")
     body = "\n".join(lines)
     imf = rows[0][1]
+    body += (
+        f"\n\nTarget (issue 19): imagefit train + evaluate <= 0.75x the bare fp32 time for the 3,000 photos ({0.75 * bare_s:.1f} s here)."
+    )
     body += f"\n\nimagefit: train {imf['train_s']:.1f} s + evaluate {imf['eval_s']:.1f} s; log loss {imf['log_loss']:.4f}; "
     body += f"a second train on the same photos (feature cache warm, seed 1) took {imf['retrain_s']:.1f} s.\n"
     if ref is not None:

@@ -1,4 +1,4 @@
-"""Every CPU engine (ONNX Runtime, opt-in OpenVINO) gives the torch path's numbers, on real photos."""
+"""Every CPU engine in fp32 (ONNX Runtime, OpenVINO) gives the torch path's numbers, on real photos; the CPU default."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 import imagefit
 from imagefit.engine import Engine
+from imagefit.engines.cpu import default_cpu_engine
 from imagefit.errors import ImagefitError
 
 
@@ -38,8 +39,8 @@ def test_onnx_and_torch_engines_agree_on_real_photos(
     assert diff < 1e-3
 
 
-# OpenVINO runs in a child process: once its TBB thread pools exist, forking from a worker thread
-# (as later tests do) can kill the process, and the test session must not be that process.
+# OpenVINO runs in a child process in fp32 (the identity check holds for fp32 only). Fork safety
+# is tested in tests/engines/test_runners.py.
 _OPENVINO_CHECK = """
 import json, sys
 from pathlib import Path
@@ -52,7 +53,7 @@ photos = [Path(p) for p in json.loads(Path(photos_file).read_text())]
 model = imagefit.load(run)
 model.engine_kind = "openvino"
 probs = np.array([[r["probabilities"][c] for c in model.classes] for r in model.predict(photos)])
-assert model.engine.kind == "openvino", model.engine.kind
+assert (model.engine.kind, model.engine.precision) == ("openvino", "fp32"), model.engine.kind
 s = model.preprocess.input_size
 x = np.random.default_rng(0).integers(0, 256, (7, s, s, 3), dtype=np.uint8)
 eng = Engine(lambda: model.backbone, model.preprocess, "order-test", "openvino")
@@ -69,7 +70,8 @@ def test_openvino_engine_agrees_with_torch_in_a_child_process(trained_run: Path,
     model.engine_kind = "torch"
     np.save(tmp_path / "torch.npy", _probs(model, photos))
     (tmp_path / "photos.json").write_text(json.dumps([str(p) for p in photos]))
-    env = {**os.environ, "IMAGEFIT_CACHE": str(tmp_path / "ov-cache"), "IMAGEFIT_THREADS": "2"}
+    # fp32: the identity check holds for fp32 only (bf16 is accepted by its effect, tests/test_precision.py).
+    env = {**os.environ, "IMAGEFIT_CACHE": str(tmp_path / "ov-cache"), "IMAGEFIT_THREADS": "2", "IMAGEFIT_PRECISION": "fp32"}
     out = subprocess.run(
         [sys.executable, "-c", _OPENVINO_CHECK, str(trained_run), str(tmp_path / "photos.json"), str(tmp_path / "torch.npy")],
         env=env,
@@ -84,9 +86,12 @@ def test_openvino_engine_agrees_with_torch_in_a_child_process(trained_run: Path,
     assert got["order"] < 1e-5 and got["distinct"] and got["shape"] == [7, model.meta["backbone"]["num_features"]]
 
 
-def test_auto_engine_on_cpu_is_onnx_runtime(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_engine_on_cpu_is_this_cpus_default(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenVINO bf16 where the CPU has AMX, ONNX Runtime fp32 elsewhere (tests/engines/test_cpu.py).
     monkeypatch.delenv("IMAGEFIT_ENGINE", raising=False)
-    assert imagefit.load(trained_run).engine.kind == "onnx"
+    monkeypatch.delenv("IMAGEFIT_PRECISION", raising=False)
+    engine = imagefit.load(trained_run).engine
+    assert (engine.kind, engine.precision) == default_cpu_engine()
 
 
 @pytest.mark.parametrize("threads", ["1", "3"])
