@@ -34,7 +34,7 @@ from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier
 from ..models.registry import create_backbone, get_spec, state_digest
 from ..paths import check_writable
-from ..ui import UI
+from ..ui import UI, plain
 from . import finish
 from .distributed import DistInfo, barrier, local_device, setup, teardown
 from .head import FeatureSplits, head_logits, train_head
@@ -88,7 +88,7 @@ def _fit(
     spec = get_spec(config.model.name)  # an unknown model fails before any folder is made
     settings = resolve(config, spec, dev.type)
     # Missing or unusable data fails here, before any folder is made.
-    train_set, val_set = prepare_data(opened.data, opened.val, config, out=opened.out, warn=ui.warn)
+    train_set, val_set = prepare_data(opened.data, opened.val, config, out=opened.out, warn=ui.warn, info=lambda line: ui.info(plain(line)))
     if info.is_main:
         check_writable(opened.out)
         write_state(opened)
