@@ -11,6 +11,7 @@ import pytest
 import imagefit
 from imagefit.data.load import SkipLog
 from imagefit.engine import Engine
+from imagefit.errors import ModelError
 from imagefit.features import FeatureCache, extract
 
 
@@ -133,3 +134,18 @@ def test_features_of_each_precision_are_kept_apart(tmp_path: Path) -> None:
     target.parent.mkdir(parents=True)
     target.write_bytes(bf16._path(digest, "orig").read_bytes())
     assert fp32.get(digest, "orig") is None
+
+
+def test_non_finite_features_from_the_engine_stop_with_a_clear_error(trained_run: Path, photos: list[Path], tmp_path: Path) -> None:
+    model = imagefit.load(trained_run)
+    eng = Engine(lambda: model.backbone, model.preprocess, "features-test", "onnx")
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        return np.full((len(x), 8), np.nan, np.float32)
+
+    eng.run_here = broken  # type: ignore[method-assign]
+    cache = FeatureCache("nan", root=tmp_path)
+    good = [p for p in photos if "cut" not in p.name and "text" not in p.name][:4]
+    with pytest.raises(ModelError, match="non-finite features .* for 4 of 4 photos"):
+        extract(good, eng, model.preprocess, SkipLog(), cache=cache)
+    assert not list(tmp_path.rglob("*.npy"))  # nothing of it was cached either

@@ -25,7 +25,7 @@ from .data.load import SkipLog, content_digest, read_bytes
 from .data.loader import bounded_map, default_workers, iter_batches, photo_views
 from .data.transforms import Preprocess
 from .engine import Engine
-from .errors import BadImageError
+from .errors import BadImageError, ModelError
 from .paths import atomic_write_bytes, cache_root
 
 Progress = Callable[[int], None]
@@ -184,6 +184,12 @@ def extract(
     order = np.array(sorted(found), dtype=np.int64)
     if len(order):
         values = np.stack([found[i] for i in order]).astype(np.float32)
+        bad = int((~np.isfinite(values).reshape(len(order), -1).all(axis=1)).sum())
+        if bad:
+            # Never handed on: a head fit on them fails late, a prediction from them is nan.
+            raise ModelError(
+                f"the backbone gave non-finite features (NaN or infinity) for {bad} of {len(order)} photos: its weights may be damaged"
+            )
     else:
         values = np.zeros((0, len(views), 0), np.float32)
     return Features(order, values, views, extracted=extracted)
