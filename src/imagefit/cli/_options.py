@@ -47,7 +47,7 @@ def _help(f: dataclasses.Field[Any]) -> str:
     return text
 
 
-def _parameter(option: str, f: dataclasses.Field[Any], hint: Any) -> inspect.Parameter:
+def _parameter(option: str, f: dataclasses.Field[Any], hint: Any, panel: str = PANEL) -> inspect.Parameter:
     choices = f.metadata.get("choices")
     default = None if f.default is dataclasses.MISSING else f.default  # the config fields are all plain values
     args = typing.get_args(hint)
@@ -58,7 +58,7 @@ def _parameter(option: str, f: dataclasses.Field[Any], hint: Any) -> inspect.Par
     names = [f"{flag(option)}/--no-{flag(option)[2:]}"] if base is bool and default else [flag(option)]
     metavar = "[" + "|".join(str(c) for c in choices) + "]" if choices else None
     info = typer.Option(
-        *names, help=_help(f), metavar=metavar, rich_help_panel=PANEL, show_default=default is not None and base is not bool
+        *names, help=_help(f), metavar=metavar, rich_help_panel=panel, show_default=default is not None and base is not bool
     )
     annotation = base if default is not None or base is bool else base | None
     return inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info])
@@ -69,10 +69,16 @@ def config_parameters() -> list[inspect.Parameter]:
     return [_parameter(option, f, hint) for option, f, hint in config_fields()]
 
 
-def with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``command`` (which takes ``**options``) one flag per config field, after its own parameters."""
+def settings_parameters(cls: type, panel: str, exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One typer option per field of a settings dataclass (e.g. the server's), minus ``exclude``."""
+    hints = typing.get_type_hints(cls)
+    return [_parameter(f.name, f, hints[f.name], panel) for f in dataclasses.fields(cls) if f.name not in exclude]
+
+
+def with_config_options(command: Callable[..., Any], extra: list[inspect.Parameter] | None = None) -> Callable[..., Any]:
+    """Give ``command`` (which takes ``**options``) one flag per config field (or the ``extra`` ones), after its own parameters."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    params = own + config_parameters()
+    params = own + (config_parameters() if extra is None else extra)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     return command
