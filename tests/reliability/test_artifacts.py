@@ -259,3 +259,36 @@ def test_not_a_run_folder(tmp_path: Path, photo: Path, capsys: pytest.CaptureFix
     assert "not found" in cli_error(capsys, tmp_path / "missing", photo)
     (tmp_path / "empty").mkdir()
     assert "imagefit.json is missing" in load_error(tmp_path / "empty")
+
+
+# -- weights changed after training (issue 17) ------------------------------------------------------
+def _rewrite_tensor(folder: Path, prefix: str, value: float) -> None:
+    """Set one tensor under ``prefix`` to ``value`` everywhere, keeping the file's metadata."""
+    from safetensors import safe_open
+
+    path = folder / WEIGHTS_FILE
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    key = next(k for k in state if k.startswith(prefix) and state[k].is_floating_point())
+    state[key] = torch.full_like(state[key], value)
+    save_file(state, str(path), metadata=metadata)
+
+
+def test_tampered_backbone_is_one_error_line(run_copy: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a warm feature cache answered with the original model's features, a cold one with nan (exit 0).
+    assert len(imagefit.load(run_copy).predict(photo)) == 1  # warms the cache under the recorded digest
+    _rewrite_tensor(run_copy, "backbone.", 0.5)
+    assert "do not match imagefit.json" in load_error(run_copy)
+    assert "changed after training" in cli_error(capsys, run_copy, photo)
+    assert not (run_copy.parent / "p.csv").exists()
+
+
+@pytest.mark.parametrize(("prefix", "value"), [("backbone.", float("nan")), ("head.", float("inf")), ("head.", float("nan"))])
+def test_non_finite_weights_are_one_error_line(
+    run_copy: Path, photo: Path, capsys: pytest.CaptureFixture[str], prefix: str, value: float
+) -> None:
+    _rewrite_tensor(run_copy, prefix, value)
+    assert f"tensor {prefix}" in load_error(run_copy) and "holds NaN or infinite values" in load_error(run_copy)
+    assert "holds NaN or infinite values" in cli_error(capsys, run_copy, photo)
+    assert not (run_copy.parent / "p.csv").exists()
