@@ -1,0 +1,129 @@
+"""Default head vs the CV-chosen linear head vs ``search`` with time budgets; writes a BENCHMARKS.md section.
+
+Usage: python bench/search.py [--budgets 2m 5m 10m] [--sets clothing-small cats_and_dogs_filtered] [--cold]
+
+Choices are made on validation only; clothing-small is reported on its test split, cats_and_dogs_filtered
+(no test split) on validation. ``--cold`` runs every configuration with an empty feature cache
+(what a first run costs); otherwise the shared cache makes repeated extraction free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, provenance, update_section
+from imagefit.calibrate import log_loss
+from imagefit.data.discover import discover
+from imagefit.data.load import SkipLog
+from imagefit.search import FeatureSource, fit_linear, parse_budget, search
+from imagefit.search.sources import SourceKey
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def _report_set(found):  # type: ignore[no-untyped-def]
+    return (found.test, "test") if found.test is not None else (found.val, "val")
+
+
+def _metrics(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    return float((probs.argmax(1) == y).mean()), log_loss(probs, y)
+
+
+def default_run(data: Path, tmp: Path) -> tuple[float, float, float]:
+    import imagefit
+
+    t0 = time.perf_counter()
+    run = imagefit.train(data, out=tmp / f"default-{data.name}")
+    seconds = time.perf_counter() - t0
+    found = discover(data)
+    rep, _ = _report_set(found)
+    m = imagefit.load(run.path).evaluate(rep)
+    return m["accuracy"], m["log_loss"], seconds
+
+
+def cv_head(data: Path) -> tuple[float, float, float]:
+    found = discover(data)
+    rep, _ = _report_set(found)
+    t0 = time.perf_counter()
+    src = FeatureSource(SourceKey("lite0"))
+    tr = src.features(found.train, ("orig",), SkipLog())
+    va = src.features(found.val, ("orig",), SkipLog())
+    fit = fit_linear(tr.values, tr.labels, len(found.train.classes), val=(va.values, va.labels))
+    seconds = time.perf_counter() - t0
+    te = src.features(rep, ("orig",), SkipLog())
+    acc, ll = _metrics(fit.probs(te.values), te.labels)
+    return acc, ll, seconds
+
+
+def budget_run(data: Path, budget: float, seed: int) -> tuple[float, float, float, str, float]:
+    found = discover(data)
+    rep, _ = _report_set(found)
+    t0 = time.perf_counter()
+    res = search(found.train, found.val, budget, seed)
+    seconds = time.perf_counter() - t0
+    best = res.best
+    views = ("orig", "flip") if best.entry.tta else ("orig",)
+    parts = [FeatureSource(k).features(rep, views, SkipLog()) for k in best.sources]
+    y = parts[0].labels
+    if best.fit is not None:
+        x = np.concatenate([p.values for p in parts], axis=-1)
+        probs = best.fit.probs(x)
+    else:  # averaged probabilities: refit is not needed, members are listed in the note
+        members = [c for c in res.candidates if c.entry.name in best.entry.note]
+        probs = np.mean([c.fit.probs(FeatureSource(c.sources[0]).features(rep, views, SkipLog()).values) for c in members if c.fit], axis=0)
+    acc, ll = _metrics(probs, y)
+    return acc, ll, seconds, best.entry.name, res.leaderboard.overrun
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budgets", nargs="*", default=["2m", "5m", "10m"])
+    ap.add_argument("--sets", nargs="*", default=["clothing-small", "cats_and_dogs_filtered"])
+    ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    load = os.getloadavg()[0]
+    rows = [
+        "| data (reported on) | configuration | accuracy | log loss | seconds | chosen | overrun |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for name in args.sets:
+            data = SHARED / name
+            _, split = _report_set(discover(data))
+            label = f"{name} ({split})"
+            configs: list[tuple[str, object]] = [("default (lite0, Adam head)", None), ("lite0 + CV-chosen linear head", "cv")]
+            configs += [(f"--budget {b}", b) for b in args.budgets]
+            for i, (title, what) in enumerate(configs):
+                if args.cold:
+                    os.environ["IMAGEFIT_CACHE"] = str(tmp / f"cache-{name}-{i}")
+                if what is None:
+                    acc, ll, s = default_run(data, tmp)
+                    rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | | |")
+                elif what == "cv":
+                    acc, ll, s = cv_head(data)
+                    rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | | |")
+                else:
+                    acc, ll, s, chosen, over = budget_run(data, parse_budget(str(what)), args.seed)
+                    rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | {chosen} | {over:.1%} |")
+                print(rows[-1], flush=True)
+    body = (
+        f"{provenance()} Feature cache: {'cold (empty) for every row' if args.cold else 'shared (warm after the first use)'}; "
+        f"load average at start {load:.1f}.\n\n"
+        "Choices by validation only (k-fold CV for sets under 1,000 photos); accuracy and log loss on the split named.\n\n"
+        + "\n".join(rows)
+    )
+    update_section("search", "Budget search (CPU)", body)
+
+
+if __name__ == "__main__":
+    main()

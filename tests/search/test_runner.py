@@ -1,0 +1,114 @@
+"""search() on synthetic features: a fake FeatureSource and a fake clock stand in for backbones and time."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from imagefit.data.discover import ImageSet
+from imagefit.search import runner as search_mod
+from imagefit.search.budget import Rates
+from imagefit.search.sources import SetFeatures
+
+NOISE = {"lite0": 2.0, "lite1": 1.6, "lite2": 1.2}
+VIEW_COST = {"lite0": 0.01, "lite1": 0.015, "lite2": 0.022}  # seconds of the fake clock per computed view
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def make_source(clock):
+    class FakeSource:
+        def __init__(self, key, **_):
+            self.key = key
+            size = key.img_size or {"lite0": 224, "lite1": 240, "lite2": 260}[key.backbone]
+            self.spec = SimpleNamespace(num_features=8)
+            self.pre = SimpleNamespace(input_size=size)
+            self.seconds = 0.0
+            self.noise = NOISE[key.backbone] * (0.9 if key.img_size else 1.0)
+            self.cost = VIEW_COST[key.backbone] * (size / {"lite0": 224, "lite1": 240, "lite2": 260}[key.backbone]) ** 2
+
+        def missing(self, digests, views):
+            return len(digests)
+
+        def features(self, images, views, skipped, progress=None):
+            centers = np.random.default_rng(7).normal(size=(len(images.classes), 8)) * 1.5
+            vals = []
+            for p, y in zip(images.paths, images.labels):
+                rng = np.random.default_rng(int(p.stem))
+                vals.append(centers[y][None, :] + self.noise * rng.normal(size=(len(views), 8)))
+            spent = len(images) * len(views) * self.cost
+            clock.t += spent
+            self.seconds += spent
+            if progress:
+                progress(len(images))
+            return SetFeatures(np.arange(len(images)), np.asarray(vals, np.float32), np.asarray(images.labels), tuple(views))
+
+    return FakeSource
+
+
+def image_set(tmp_path, name, start, n, k=3):
+    folder = tmp_path / name
+    folder.mkdir()
+    paths = []
+    for i in range(start, start + n):
+        p = folder / f"{i}.jpg"
+        p.write_bytes(str(i).encode())
+        paths.append(p)
+    return ImageSet(paths, [i % k for i in range(n)], [f"c{j}" for j in range(k)], str(folder))
+
+
+@pytest.fixture
+def sets(tmp_path, monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(search_mod, "FeatureSource", make_source(clock))
+    rates = Rates("fake", tmp_path / "rates.json")
+    rates.learn_extraction("lite0", 224, 1000, 10.0)  # this fake machine's measured speeds, as a real one keeps them
+    rates.learn_fit(1, 1, 1, 1, 1e-9)  # head fits take no fake time
+    return image_set(tmp_path, "train", 0, 600), image_set(tmp_path, "val", 5000, 400), clock, rates
+
+
+def run(sets, budget, **kw):
+    train, val, clock, rates = sets
+    clock.t = 0.0
+    return search_mod.search(train, val, budget, seed=0, backbones=["lite0", "lite1", "lite2"], rates=rates, clock=clock, **kw)
+
+
+def test_search_spends_a_budget_on_better_backbones(sets):
+    res = run(sets, 1000, ensemble_margin=10.0)
+    board = res.leaderboard
+    assert res.best.single_model
+    assert res.source.backbone == "lite2"  # the least noisy features win on validation
+    assert res.best.entry.score == min(c.entry.score for c in res.candidates if c.single_model)
+    names = [e.name for e in board.entries]
+    assert "lite0 orig" in names and "lite2 orig+flip tta" in names
+    assert any(e.name.startswith("lite0+lite1+lite2") for e in board.entries)
+    assert board.elapsed_s <= board.budget_s * 1.1
+    head = res.head()
+    assert head.out_features == 3
+    assert set(board.to_dict()["columns"]) >= {"val_log_loss", "val_accuracy", "seconds", "status"}
+
+
+def test_small_budget_skips_by_estimate_and_keeps_lite0(sets):
+    res = run(sets, 25)  # lite0 costs 20 fake seconds: nothing else fits
+    statuses = {e.name: e.status for e in res.leaderboard.entries}
+    assert statuses["lite2"] == "skipped" and statuses["lite1"] == "skipped"
+    assert res.source.backbone == "lite0"
+    assert "over budget by estimate" in {e.note for e in res.leaderboard.entries if e.status == "skipped"}
+
+
+def test_same_seed_and_budget_choose_the_same_model(sets):
+    a, b = run(sets, 70), run(sets, 70)
+    assert a.best.entry.name == b.best.entry.name
+    assert [(e.name, e.status, e.score) for e in a.leaderboard.entries] == [(e.name, e.status, e.score) for e in b.leaderboard.entries]
+    np.testing.assert_array_equal(a.best.fit.weight, b.best.fit.weight)
+
+
+def test_ensembles_win_only_by_a_clear_margin(sets):
+    res = run(sets, 1000, ensemble_margin=-10.0)  # any candidate beats it: the overall best wins
+    assert res.best.entry.score == min(c.entry.score for c in res.candidates)
