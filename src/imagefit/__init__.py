@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .api import load, train
 from .errors import ImagefitError
-from .model import Model
-from .train.session import Run
+
+if TYPE_CHECKING:
+    from .api import load, train
+    from .model import Model
+    from .train.session import Run
 
 __all__ = ["ImagefitError", "Model", "Run", "__version__", "load", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: `import imagefit` (and so every CLI start, `--help` included) stays free of torch;
+    # the API loads on first use.
+    if name in ("load", "train"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "Model":
+        from .model import Model
+
+        return Model
+    if name == "Run":
+        from .train.session import Run
+
+        return Run
+    raise AttributeError(f"module 'imagefit' has no attribute {name!r}")
