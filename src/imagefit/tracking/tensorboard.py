@@ -21,6 +21,7 @@ from ._metrics import epoch_scalars, scalars
 TB_DIR = "tensorboard"
 # The validation-photo grid the run report writes (report.write_run_report).
 GRID_FILE = "predictions.png"
+CONFUSION_FILE = "confusion.png"
 
 
 def _png_array(data: bytes) -> np.ndarray:
@@ -63,9 +64,13 @@ class TensorBoardLogger(Callback):
         w = self.writer
         for name, value in scalars(metrics, "final/").items():
             w.add_scalar(name, value, self.step)
+        # The report's own picture when it was written (rendering another costs a second of matplotlib).
+        picture = Path(out) / CONFUSION_FILE
         classes = [str(c) for c in (metrics.get("per_class") or {})]
         matrix = metrics.get("confusion_matrix")
-        if matrix and len(classes) == len(matrix):
+        if picture.is_file():
+            w.add_image("final/confusion_matrix", _png_array(picture.read_bytes()), self.step, dataformats="HWC")
+        elif matrix and len(classes) == len(matrix):
             w.add_image("final/confusion_matrix", _png_array(confusion_plot(matrix, classes)), self.step, dataformats="HWC")
         grid = Path(out) / GRID_FILE
         if grid.is_file():
