@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The subpackage `imagefit.train` is imported before the function of the same name is bound:
+# importing a package sets its name on the parent once, at first import, so binding the
+# function after it keeps `imagefit.train(...)` the function whatever is imported later.
+from . import train as _training  # noqa: F401
 from ._version import __version__
+from .api import load, train
 from .errors import ImagefitError
 
 if TYPE_CHECKING:
-    from .api import load, train
     from .model import Model
     from .train.session import Run
 
@@ -18,10 +22,6 @@ __all__ = ["ImagefitError", "Model", "Run", "__version__", "load", "train"]
 def __getattr__(name: str) -> Any:
     # PEP 562: `import imagefit` (and so every CLI start, `--help` included) stays free of torch;
     # the API loads on first use.
-    if name in ("load", "train"):
-        from . import api
-
-        return getattr(api, name)
     if name == "Model":
         from .model import Model
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
-from .model import Model
-from .train.run import fit
-from .train.session import Run
+
+if TYPE_CHECKING:  # torch loads when training or loading starts, not on `import imagefit`
+    from .model import Model
+    from .train.session import Run
 
 
 def train(
@@ -45,10 +46,14 @@ def train(
     Raises:
         ImagefitError: bad options or data, unwritable output, unknown model.
     """
+    from .train.run import fit
+
     config = RunConfig.from_options(**options)
     return fit(data, val, out, config, resume=resume, progress=progress, engine=engine, device=device)
 
 
 def load(path: str | Path) -> Model:
     """Load a trained model from its run folder (safetensors + JSON; never unpickles)."""
+    from .model import Model
+
     return Model.load(path)

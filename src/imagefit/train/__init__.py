@@ -1,16 +1,6 @@
-"""Training: the loop and its callbacks."""
+"""Training: the run's phases, the loop and its callbacks.
 
-from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, MonitorCallback, ReduceLROnPlateau
-from .loop import Interrupted, Trainer, make_optimizer
-
-__all__ = [
-    "CSVLogger",
-    "Callback",
-    "EarlyStopping",
-    "Interrupted",
-    "ModelCheckpoint",
-    "MonitorCallback",
-    "ReduceLROnPlateau",
-    "Trainer",
-    "make_optimizer",
-]
+Kept free of imports: ``imagefit/__init__.py`` imports this package before it binds
+the function ``imagefit.train`` (the same name), and must stay free of torch.
+Import the pieces from their modules (``imagefit.train.callbacks``, ``.loop``, ...).
+"""
