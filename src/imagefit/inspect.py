@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .data.discover import ImageSet, discover
-from .data.load import SkipLog, probe
+from .data.load import SkipLog, content_digest, probe, read_bytes
+from .duplicates import NEAR_THRESHOLD, DuplicateReport, find_duplicates
 from .errors import BadImageError
 
 
@@ -66,6 +67,75 @@ def _inspect_set(s: ImageSet) -> dict[str, Any]:
         hs = [h for _, h in sizes]
         out["size"] = {"min": [min(ws), min(hs)], "max": [max(ws), max(hs)], "median": [sorted(ws)[len(ws) // 2], sorted(hs)[len(hs) // 2]]}
     return out
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return content_digest(read_bytes(path))
+    except BadImageError:
+        return None  # listed as unreadable by inspect_data; never paired
+
+
+def data_duplicates(
+    data: str | Path,
+    *,
+    near: bool = True,
+    model: str = "lite0",
+    threshold: float = NEAR_THRESHOLD,
+    labels_from_filename: bool = False,
+    progress: bool = False,
+) -> DuplicateReport:
+    """Exact and (with ``near``) near-duplicate photos within and across the train/val/test splits of ``data``.
+
+    Near-duplicates need ``model``'s pretrained features of each photo and its
+    mirror image: they come from the feature cache (the same entries training
+    uses), so a set that was trained on is searched without running the backbone.
+    With ``near=False`` no model is loaded (and torch is not imported).
+    """
+    found = discover(data, labels_from_filename=labels_from_filename)
+    paths: list[Path] = []
+    splits: list[str] = []
+    for name, s in (("train", found.train), ("val", found.val), ("test", found.test)):
+        if s is not None:
+            paths += [Path(p) for p in s.paths]
+            splits += [name] * len(s)
+    with ThreadPoolExecutor(_threads()) as pool:
+        digests = list(pool.map(_digest, paths))
+    if not near:
+        return find_duplicates(paths, splits, digests, threshold=threshold)
+    idx, values = _pretrained_features(paths, model, progress)
+    keep = [int(i) for i in idx]
+    return find_duplicates([paths[i] for i in keep], [splits[i] for i in keep], [digests[i] for i in keep], values, threshold=threshold)
+
+
+def _pretrained_features(paths: list[Path], model: str, progress: bool) -> tuple[Any, Any]:
+    """``(indices, [n, 2, F])``: cached (or computed) features of ``model``'s pretrained weights, original and mirror views."""
+    from .engine import Engine, model_key
+    from .features import FeatureCache, extract
+    from .models.registry import create_backbone, state_digest
+    from .ui import UI
+
+    backbone, spec = create_backbone(model)
+    digest = state_digest(backbone)
+    engine = Engine(backbone, spec.preprocess, model_key(spec.name, digest))
+    cache = FeatureCache.for_backbone(digest, spec.preprocess)
+    with UI(progress).task("features", len(paths)) as advance:
+        feats = extract(paths, engine, spec.preprocess, SkipLog(), cache=cache, views=("orig", "flip"), progress=advance)
+    return feats.indices, feats.values
+
+
+def write_contact_sheet(report: DuplicateReport, path: str | Path, n: int = 24) -> Path:
+    """A PNG of the ``n`` most similar pairs, side by side (one pair a row), captioned with split, name and cosine."""
+    from .paths import atomic_write_bytes
+    from .report.plots import image_grid
+
+    items = []
+    for p in report.pairs[:n]:
+        how = "exact copy" if p.exact else f"cosine {p.similarity:.3f}"
+        items.append({"path": p.a, "caption": f"{p.split_a}: {p.a.name}\n{how}"})
+        items.append({"path": p.b, "caption": f"{p.split_b}: {p.b.name}\n{how}"})
+    title = f"{min(n, len(report.pairs))} of {len(report.pairs)} duplicate pairs (near: cosine >= {report.threshold})"
+    return atomic_write_bytes(path, image_grid(items, title=title, cols=2))
 
 
 def sample_photos(data: str | Path, *, per_class: int = 6, labels_from_filename: bool = False, seed: int = 0) -> dict[str, list[Path]]:
