@@ -35,7 +35,9 @@ SRC = Path(imagefit.__file__).resolve().parent
 # (file relative to src/imagefit, function) allowed to write directly, and why.
 ALLOWED = {
     ("paths.py", "atomic_write_bytes"),  # the atomic writer itself (temp file + fsync + rename)
-    ("train/run.py", "check_writable"),  # a throwaway probe file, deleted at once
+    # Files written inside a private temporary folder that is then renamed into place whole.
+    ("export/bundle.py", "_write_openvino"),
+    ("export/web.py", "write_site"),
 }
 BUFFER_FACTORIES = {"BytesIO", "StringIO"}
 
@@ -88,8 +90,8 @@ class _Audit(ast.NodeVisitor):
                 self._flag(node, f"{full or name}() to a path")
         elif name in ("save_file",) or full.startswith("pickle.") or full in ("joblib.dump",):
             self._flag(node, f"{full or name}()")
-        elif full == "torch.onnx.export" and self.rel != "export.py":
-            self._flag(node, "torch.onnx.export() outside export.py's temp-file-and-rename")
+        elif full == "torch.onnx.export" and self.rel != "export/graph.py":
+            self._flag(node, "torch.onnx.export() outside export/graph.py's temp-file-and-rename")
         self.generic_visit(node)
 
 
@@ -210,7 +212,10 @@ def test_feature_cache_hit_on_rename_miss_on_edit(small_model: imagefit.Model, t
         Image.fromarray(noisy(COLORS["red"], (48, 40), seed=100 + i)).save(p)
         files.append(p)
     model = small_model
-    cache = FeatureCache(model._cache().dir.name, root=tmp_path / "cache")  # type: ignore[union-attr]
+    own = model._cache()
+    assert own is not None
+    # The model's cache namespace in a private root, at the precision extract() uses for this engine.
+    cache = FeatureCache(own.namespace, root=tmp_path / "cache").with_precision(model.engine.precision)
 
     def run(paths: list[Path]):  # type: ignore[no-untyped-def]
         return extract(paths, model.engine, model.preprocess, SkipLog(), cache=cache)

@@ -26,7 +26,7 @@ from imagefit.data.discover import is_image_name
 from imagefit.data.load import decode, load_image, read_bytes
 from imagefit.errors import BadImageError
 from imagefit.inspect import inspect_data
-from imagefit.train.run import prepare_data
+from imagefit.data.prepare import prepare_data
 
 from .conftest import IS_ROOT, NON_UTF8_NAME, BadDataset
 
