@@ -24,9 +24,9 @@ from imagefit.config import RunConfig
 from imagefit.data import load as load_mod
 from imagefit.data.discover import is_image_name
 from imagefit.data.load import decode, load_image, read_bytes
+from imagefit.data.prepare import prepare_data
 from imagefit.errors import BadImageError
 from imagefit.inspect import inspect_data
-from imagefit.data.prepare import prepare_data
 
 from .conftest import IS_ROOT, NON_UTF8_NAME, BadDataset
 
