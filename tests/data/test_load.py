@@ -13,7 +13,7 @@ from PIL import Image
 
 from imagefit.data import load as load_mod
 from imagefit.data.load import SkipLog, content_digest, decode, decode_array, load_image, probe, read_bytes, to_rgb
-from imagefit.errors import BadImageError, DataError
+from imagefit.errors import BadImageError, ConfigError, DataError
 
 RED = (220, 40, 40)
 
@@ -109,6 +109,19 @@ def test_decompression_bomb_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         load_image(f)
     monkeypatch.setattr(load_mod, "MAX_PIXELS", 100 * 80)
     assert load_image(f).size == (100, 80)
+
+
+def test_pixel_cap_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _save(Image.new("RGB", (100, 80), RED), tmp_path / "big.png")
+    monkeypatch.setenv("IMAGEFIT_MAX_PIXELS", str(100 * 80 - 1))
+    with pytest.raises(BadImageError, match=r"too many pixels \(100x80\)"):
+        load_image(f)
+    monkeypatch.setenv("IMAGEFIT_MAX_PIXELS", "8_000")
+    assert load_image(f).size == (100, 80)
+    for bad in ("many", "0", "-5"):
+        monkeypatch.setenv("IMAGEFIT_MAX_PIXELS", bad)
+        with pytest.raises(ConfigError, match=f"invalid IMAGEFIT_MAX_PIXELS: received '{bad}'"):
+            load_image(f)
 
 
 def test_decompression_bomb_explicit_limit() -> None:

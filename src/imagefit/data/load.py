@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import struct
 import warnings
 from collections.abc import Iterator
@@ -18,14 +19,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import BadImageError
+from ..errors import BadImageError, invalid
 
 try:  # libjpeg-turbo straight into NumPy; without it every file goes through Pillow (same pixels, slower)
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - a platform without a simplejpeg wheel
     _simplejpeg = None
 
-# Above this many pixels a file is treated as a decompression bomb and skipped.
+# Above this many pixels a file is treated as a decompression bomb and skipped. Users with
+# larger scans raise it with IMAGEFIT_MAX_PIXELS (read at each decode, see max_pixels_limit).
 MAX_PIXELS = 100_000_000
 # Pillow's own bomb check would raise before ours can give a clear reason.
 Image.MAX_IMAGE_PIXELS = None
@@ -121,12 +123,31 @@ def decode(data: bytes, draft_size: int | None = None, max_pixels: int | None = 
     return _decode_pillow(img, draft_size)
 
 
+def max_pixels_limit() -> int:
+    """The decompression-bomb cap: ``IMAGEFIT_MAX_PIXELS`` when set, else :data:`MAX_PIXELS`.
+
+    Read at call time, not frozen at import, so that the environment variable and
+    ``imagefit.data.load.MAX_PIXELS`` both take effect.
+
+    Raises:
+        ConfigError: when ``IMAGEFIT_MAX_PIXELS`` is not a whole number from 1 to 10**10.
+    """
+    raw = os.environ.get("IMAGEFIT_MAX_PIXELS")
+    if raw is None or raw.strip() == "":
+        return MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10**10:
+        raise invalid("IMAGEFIT_MAX_PIXELS", raw, "a whole number of pixels from 1 to 10000000000")
+    return value
+
+
 def _open(data: bytes, max_pixels: int | None) -> Image.Image:
     """Parse the header only (cheap), refusing bombs and empty sizes before any pixel is decoded."""
-    # Read MAX_PIXELS at call time, not as a default argument frozen at import,
-    # so that setting imagefit.data.load.MAX_PIXELS takes effect.
     if max_pixels is None:
-        max_pixels = MAX_PIXELS
+        max_pixels = max_pixels_limit()
     with _decode_errors():
         img = Image.open(io.BytesIO(data))
         w, h = img.size
