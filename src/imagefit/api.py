@@ -18,7 +18,7 @@ def train(
     out: str | Path | None = None,
     *,
     resume: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
     engine: str = "auto",
     device: str = "auto",
     **options: Any,
@@ -32,7 +32,8 @@ def train(
             validation folder, else a stratified ``val_split``).
         out: Run folder (default ``runs/<model>-<strategy>-<time>``).
         resume: Continue an interrupted run in ``out`` from its checkpoint.
-        progress: Show progress bars.
+        progress: Show progress bars and the epoch table; None (default): when
+            stderr is a terminal or this runs in Jupyter; False: silent.
         engine: Inference engine for frozen backbones: ``auto``, ``onnx``, ``torch``.
         device: ``auto``, ``cpu`` or ``cuda``.
         **options: Any field of :class:`~imagefit.config.DataConfig`,
@@ -49,6 +50,10 @@ def train(
     from .train.run import fit
 
     config = RunConfig.from_options(**options)
+    if progress is None:
+        from .ui import auto_progress
+
+        progress = auto_progress()
     return fit(data, val, out, config, resume=resume, progress=progress, engine=engine, device=device)
 
 

@@ -23,6 +23,10 @@ STRATEGIES = ("linear", "finetune", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOADERS = ("auto", "pillow", "device")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+SCHEDULES = ("plateau", "cosine", "onecycle")  # imagefit.train.schedules.SCHEDULES
+FLIPS = ("none", "horizontal", "vertical", "both")
+# Bounds of the augmentation knobs (Keras ImageDataGenerator's): beyond them a photo is mostly fill.
+AUG_BOUNDS = {"rotation": (0.0, 180.0), "zoom": (0.0, 0.9), "shift": (0.0, 0.5), "shear": (0.0, 45.0), "brightness": (0.0, 0.9)}
 # Whether each monitor improves downwards or upwards: explicit, never guessed from the name.
 MONITOR_MODES = {"val_loss": "min", "loss": "min", "val_accuracy": "max", "accuracy": "max"}
 
@@ -50,6 +54,12 @@ class DataConfig:
     val_split: float = _opt(0.2, "Fraction of the training photos held out for validation when DATA has no validation folder.")
     labels_from_filename: bool = _opt(False, "Take labels from file names (cat.1.jpg) instead of class folders.")
     augment: str = _opt("none", "Augmentation preset for training photos.", AUGMENTS)
+    rotation: float | None = _opt(None, "Augmentation: random rotation up to this many degrees (0 to 180); default: the preset's.")
+    zoom: float | None = _opt(None, "Augmentation: random zoom in/out by up to this fraction (0 to 0.9); default: the preset's.")
+    shift: float | None = _opt(None, "Augmentation: random shift by up to this fraction of width/height (0 to 0.5); default: the preset's.")
+    shear: float | None = _opt(None, "Augmentation: random shear up to this many degrees (0 to 45); default: the preset's.")
+    flip: str | None = _opt(None, "Augmentation: random flips; default: the preset's (horizontal unless none).", FLIPS)
+    brightness: float | None = _opt(None, "Augmentation: random brightness change by up to this fraction (0 to 0.9); default: none.")
     img_size: int | None = _opt(None, "Input size in pixels (32 to 1024); default: the backbone's own.")
     workers: int = _opt(0, "Processes decoding photos; 0 chooses automatically.")
     loader: str = _opt("auto", "How training photos are decoded: Pillow on CPU, nvjpeg on the GPU, or auto.", LOADERS)
@@ -64,6 +74,16 @@ class DataConfig:
             raise invalid("loader", self.loader, LOADERS)
         if self.workers < 0:
             raise invalid("workers", self.workers, "0 (automatic) or a positive integer")
+        for knob, (low, high) in AUG_BOUNDS.items():
+            value = getattr(self, knob)
+            if value is not None and not low <= value <= high:
+                raise invalid(knob, value, f"a number from {low:g} to {high:g}")
+        if self.flip is not None and self.flip not in FLIPS:
+            raise invalid("flip", self.flip, FLIPS)
+
+    def augment_knobs(self) -> dict[str, Any]:
+        """The augmentation knobs that are set (None means: the preset's value)."""
+        return {k: getattr(self, k) for k in (*AUG_BOUNDS, "flip") if getattr(self, k) is not None}
 
 
 @dataclass
@@ -92,8 +112,12 @@ class TrainConfig:
     )
     epochs: int | None = _opt(None, "Epochs of the main phase (default: 60 linear, 3 finetune, 10 full).")
     head_epochs: int = _opt(DEFAULT_EPOCHS["linear"], "Epochs of finetune's first phase (the head on frozen features).")
+    head_lr: float | None = _opt(None, "Learning rate of finetune's first phase (the head on frozen features); default 0.003.")
     batch_size: int | None = _opt(None, "Mini-batch size of the main phase (default: 128 linear; 32 on a CPU, 256 on a GPU for images).")
-    lr: float | None = _opt(None, "Learning rate of the main phase (default: 0.003 linear, 0.0001 finetune, 0.001 full).")
+    lr: str | float | None = _opt(
+        None, "Learning rate of the main phase, or auto (found by lr-find); default: 0.003 linear, 0.0001 finetune, 0.001 full."
+    )
+    schedule: str = _opt("plateau", "Learning-rate schedule: plateau (reduce on plateau), cosine, or onecycle (fastai's fit_one_cycle).", SCHEDULES)
     optimizer: str = _opt("adam", "Optimizer (sgd uses momentum 0.9).", OPTIMIZERS)
     weight_decay: float = _opt(0.0, "Weight decay (L2 penalty).")
     unfreeze: float = _opt(0.25, "finetune: fraction of the backbone's blocks to train, or a whole number of blocks.")
@@ -118,8 +142,17 @@ class TrainConfig:
             raise invalid("head_epochs", self.head_epochs, "a positive integer")
         if self.batch_size is not None and self.batch_size < 1:
             raise invalid("batch_size", self.batch_size, "a positive integer")
-        if self.lr is not None:
+        if isinstance(self.lr, str) and self.lr != "auto":
+            try:
+                self.lr = float(self.lr)
+            except ValueError:
+                raise invalid("lr", self.lr, "a number or auto") from None
+        if self.lr is not None and self.lr != "auto":
             bounds.check("lr", self.lr, bounds.LR)
+        if self.head_lr is not None:
+            bounds.check("head_lr", self.head_lr, bounds.LR)
+        if self.schedule not in SCHEDULES:
+            raise invalid("schedule", self.schedule, SCHEDULES)
         if self.weight_decay < 0:
             raise invalid("weight_decay", self.weight_decay, "a number >= 0")
         if self.unfreeze <= 0 or (self.unfreeze >= 1 and self.unfreeze != int(self.unfreeze)):
@@ -137,8 +170,8 @@ class TrainConfig:
 
     @property
     def resolved_lr(self) -> float:
-        """Learning rate of the main phase."""
-        if self.lr is not None:
+        """Learning rate of the main phase (the default until ``auto`` is found by the sweep)."""
+        if isinstance(self.lr, float):
             return self.lr
         return DEFAULT_LR[self.strategy]
 
@@ -219,6 +252,13 @@ def _build(sub_cls: type, raw: Any, section: str) -> Any:
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     """Check a JSON value against a field annotation (str form, as `from __future__` keeps it)."""
     ann = str(annotation).replace(" ", "")
+    members = [m for m in ann.split("|") if m != "None"]
+    if len(members) > 1 and value is not None:  # a union such as str | float (``lr``: a number or "auto")
+        for member in members:
+            try:
+                return _coerce(name, member, value)
+            except ConfigError:
+                pass
     optional = ann.endswith("|None")
     base = ann.split("|")[0]
     if value is None:
@@ -278,6 +318,33 @@ class ResolvedSettings:
         return out
 
 
+def combination_warnings(config: RunConfig, spec: BackboneSpec) -> list[str]:
+    """Warnings for option combinations that run but make no sense, said before any work.
+
+    An untrained backbone with ``linear``/``finetune`` is a warning, not an error:
+    the test suite trains heads on ``simple_cnn``'s random filters as a fast stand-in.
+    """
+    t, d = config.train, config.data
+    out: list[str] = []
+    untrained = spec.weights.startswith("none") or not config.model.pretrained
+    if untrained and t.strategy != "full":
+        out.append(
+            f"--model {spec.name} has no pretrained weights here: --strategy {t.strategy} trains a head on random filters "
+            "(near chance accuracy); use --strategy full"
+        )
+    if t.strategy == "linear":
+        knobs = [k for k in d.augment_knobs() if k != "flip"]
+        if d.augment == "heavy" or knobs:
+            what = f"--augment {d.augment}" if d.augment == "heavy" else "--" + "/--".join(knobs)
+            out.append(
+                f"{what} with --strategy linear: only horizontal flips are used (features are computed once per photo); "
+                "use --strategy finetune for rotation, zoom, shift, shear and brightness"
+            )
+        if t.head_lr is not None:
+            out.append("--head-lr sets finetune's first phase; with --strategy linear the head's learning rate is --lr")
+    return out
+
+
 def resolve(config: RunConfig, spec: BackboneSpec, device_type: str = "cpu") -> ResolvedSettings:
     """Fill in every default of ``config`` for backbone ``spec`` on ``device_type`` (``cpu``, ``cuda``).
 
@@ -294,10 +361,10 @@ def resolve(config: RunConfig, spec: BackboneSpec, device_type: str = "cpu") -> 
     if t.strategy == "linear":
         head = PhaseSettings(t.resolved_epochs, t.resolved_lr, t.resolved_batch_size)
     elif t.strategy == "finetune":
-        head = PhaseSettings(t.head_epochs, HEAD_LR, HEAD_BATCH_SIZE)
+        head = PhaseSettings(t.head_epochs, t.head_lr if t.head_lr is not None else HEAD_LR, HEAD_BATCH_SIZE)
     if t.strategy != "linear":
         bs = t.batch_size or IMAGE_BATCH_SIZE.get(device_type, IMAGE_BATCH_SIZE["cpu"])
-        lr = t.lr if t.lr is not None else DEFAULT_LR[t.strategy] * bs / IMAGE_BATCH_SIZE["cpu"]
+        lr = t.lr if isinstance(t.lr, float) else DEFAULT_LR[t.strategy] * bs / IMAGE_BATCH_SIZE["cpu"]
         images = PhaseSettings(t.resolved_epochs, lr, bs)
     loader = config.data.loader
     if loader == "auto":

@@ -35,7 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evalu
 
 
 def _register() -> None:
-    from . import compare, demo, evaluate, export, inspect, interpret, kaggle, models, predict, serve, train
+    from . import compare, demo, evaluate, export, inspect, interpret, kaggle, lr_find, models, predict, serve, train
 
     app.command()(train.train)
     app.command()(evaluate.evaluate)
@@ -49,6 +49,7 @@ def _register() -> None:
     app.command()(kaggle.score)
     app.command()(serve.serve)
     app.command()(export.export)
+    app.command("lr-find")(lr_find.lr_find)
 
 
 _register()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -195,40 +195,61 @@ class Preprocess:
         )
 
     # -- train path --------------------------------------------------------
-    def train_transform(self, augment: str) -> T.Compose:
-        """Augmenting transform for training images.
+    def train_transform(
+        self,
+        augment: str,
+        *,
+        rotation: float | None = None,
+        zoom: float | None = None,
+        shift: float | None = None,
+        shear: float | None = None,
+        flip: str | None = None,
+        brightness: float | None = None,
+    ) -> T.Compose:
+        """Augmenting transform for training images: a preset, with Keras ImageDataGenerator's knobs over it.
 
         ``none`` is the eval transform; ``light`` adds a horizontal flip;
         ``heavy`` is the Keras notebooks' set: rotation 40°, zoom 0.2, shifts
-        0.2, shear 0.2 (radians, ~11.5°) and horizontal flip.
+        0.2, shear 0.2 (radians, ~11.5°) and horizontal flip. Each knob left
+        at None keeps the preset's value: ``rotation`` and ``shear`` in
+        degrees, ``zoom`` and ``shift`` as fractions, ``flip`` one of none,
+        horizontal, vertical, both, ``brightness`` ColorJitter's fraction.
         """
         T = _torchvision_transforms()
         interp = T.InterpolationMode(self.interpolation)
-        if augment == "none":
-            ops: list[object] = [T.Resize(self.resize_size, interpolation=interp), T.CenterCrop(self.input_size)]
-        elif augment == "light":
-            ops = [
-                T.Resize(self.resize_size, interpolation=interp),
-                T.CenterCrop(self.input_size),
-                T.RandomHorizontalFlip(),
-            ]
-        elif augment == "heavy":
-            ops = [
-                T.Resize(self.resize_size, interpolation=interp),
-                T.CenterCrop(self.input_size),
+        if augment not in PRESETS:
+            raise invalid("augment", augment, tuple(PRESETS))
+        knobs = {**PRESETS[augment]}
+        given = {"rotation": rotation, "zoom": zoom, "shift": shift, "shear": shear, "flip": flip, "brightness": brightness}
+        knobs.update({k: v for k, v in given.items() if v is not None})
+        ops: list[object] = [T.Resize(self.resize_size, interpolation=interp), T.CenterCrop(self.input_size)]
+        if knobs["rotation"] or knobs["zoom"] or knobs["shift"] or knobs["shear"]:
+            ops.append(
                 T.RandomAffine(
-                    degrees=40,
-                    translate=(0.2, 0.2),
-                    scale=(0.8, 1.2),
-                    shear=math.degrees(0.2),
+                    degrees=knobs["rotation"],
+                    translate=(knobs["shift"], knobs["shift"]) if knobs["shift"] else None,
+                    scale=(1 - knobs["zoom"], 1 + knobs["zoom"]) if knobs["zoom"] else None,
+                    shear=knobs["shear"] or None,
                     interpolation=T.InterpolationMode.BILINEAR,
                     fill=[int(255 * m) for m in self.mean],
-                ),
-                T.RandomHorizontalFlip(),
-            ]
-        else:
-            raise invalid("augment", augment, ("none", "light", "heavy"))
+                )
+            )
+        if knobs["flip"] in ("horizontal", "both"):
+            ops.append(T.RandomHorizontalFlip())
+        if knobs["flip"] in ("vertical", "both"):
+            ops.append(T.RandomVerticalFlip())
+        if knobs["brightness"]:
+            ops.append(T.ColorJitter(brightness=knobs["brightness"]))
         return T.Compose([*ops, T.ToTensor(), T.Normalize(self.mean, self.std)])  # type: ignore[list-item]
+
+
+# The presets as knob values (rotation and shear in degrees); the knobs given to train_transform override them.
+_NONE: dict[str, Any] = {"rotation": 0.0, "zoom": 0.0, "shift": 0.0, "shear": 0.0, "flip": "none", "brightness": 0.0}
+PRESETS: dict[str, dict[str, Any]] = {
+    "none": _NONE,
+    "light": {**_NONE, "flip": "horizontal"},
+    "heavy": {**_NONE, "rotation": 40.0, "zoom": 0.2, "shift": 0.2, "shear": math.degrees(0.2), "flip": "horizontal"},
+}
 
 
 def _center_crop(img: Image.Image, size: int) -> Image.Image:

@@ -225,12 +225,29 @@ def write_run_report(
     ]
     body = body[:1] + hist + body[1:]
     body.append(skipped_section(record.skipped))
-    settings = [
-        [k, str(v)]
-        for k, v in {**{f"model.{k}": v for k, v in model_cfg.items()}, **{f"train.{k}": v for k, v in train_cfg.items()}}.items()
-    ]
-    body.append("<h2>Settings</h2>" + table(["setting", "value"], settings))
+    body.append("<h2>Settings</h2>" + table(["setting", "value"], settings_rows(model_cfg, train_cfg, record.settings)))
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit run {out.name}", subtitle, body))
+
+
+def settings_rows(model_cfg: dict[str, Any], train_cfg: dict[str, Any], resolved: dict[str, Any] | None) -> list[list[str]]:
+    """The Settings table: the values training actually used (the record's ``settings``) in place of the config's "default" Nones.
+
+    Each phase's epochs, learning rate and batch size come from the resolved
+    settings (``head.lr``, ``images.epochs``...); a config value left at None
+    is shown as what it resolved to, never as "None".
+    """
+    rows = {f"model.{k}": v for k, v in model_cfg.items()}
+    rows.update({f"train.{k}": v for k, v in train_cfg.items()})
+    for phase in ("head", "images"):
+        ps = (resolved or {}).get(phase)
+        if isinstance(ps, dict):
+            rows.update({f"{phase}.{k}": v for k, v in ps.items()})
+    if resolved:
+        for key in ("hidden", "dropout", "loader", "lr_found", "final_fit"):
+            if key in resolved:
+                rows[f"used.{key}"] = resolved[key]
+    # The config's None means "the default": its resolved value is in the phase rows above.
+    return [[k, str(v)] for k, v in rows.items() if v is not None]
 
 
 def write_eval_report(out: Path, meta: RunRecord | dict[str, Any], evaluation: Any, run: Path | str = "") -> Path:

@@ -94,9 +94,29 @@ def history_plot(history: Sequence[dict[str, Any]]) -> bytes:
             ax.annotate(f" {phases[0]}", (0.5, 0.98), xycoords=("data", "axes fraction"), fontsize=8, va="top")
     ax_acc.legend(loc="lower right", fontsize=8)
     ax_loss.legend(loc="lower left", fontsize=8)
-    if len(history) and np.isfinite(series["lr"][0]):
-        fig.suptitle(f"training history (initial learning rate {series['lr'][0]:.2g})", fontsize=10)
+    if len(history) and np.isfinite(series["lr"]).any():
+        _lr_axis(ax_loss, x, series["lr"])
+        fig.suptitle(f"training history ({_lr_title(phases, series['lr'])})", fontsize=10)
     return _png(fig)
+
+
+def _lr_axis(ax: Any, x: np.ndarray, lr: np.ndarray) -> None:
+    """The learning rate per epoch as a line on a second (log) axis of ``ax``: the schedule as it ran."""
+    ax2 = ax.twinx()
+    ax2.plot(x, lr, "-", color=GREY, lw=1, label="learning rate")
+    if np.all(lr[np.isfinite(lr)] > 0):
+        ax2.set_yscale("log")
+    ax2.set_ylabel("learning rate", color=GREY, fontsize=8)
+    ax2.tick_params(axis="y", labelsize=7, colors=GREY)
+
+
+def _lr_title(phases: list[str], lr: np.ndarray) -> str:
+    """Each phase's learning rate as it started, from the history itself (the values actually used)."""
+    parts: list[str] = []
+    for i, phase in enumerate(phases):
+        if (i == 0 or phase != phases[i - 1]) and np.isfinite(lr[i]):
+            parts.append(f"{phase or 'train'} lr {lr[i]:.2g}")
+    return ", ".join(parts) if len(parts) > 1 else f"initial learning rate {lr[0]:.2g}"
 
 
 def confusion_plot(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> bytes:
@@ -279,4 +299,22 @@ def compare_plot(rows: Sequence[dict[str, Any]]) -> bytes:
     else:
         ax_loss.set_title("Validation log loss\n(lower is better)", fontsize=10)
     ax_acc.set_title("Validation accuracy\n(higher is better)", fontsize=10)
+    return _png(fig)
+
+
+def lr_find_plot(lrs: Sequence[float], losses: Sequence[float], suggestion: float, rule: str = "valley") -> bytes:
+    """The learning-rate finder's curve: smoothed loss against learning rate (log x), the suggestion marked."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(lrs, losses, "-", color=BLUE, lw=1.5, label="smoothed training loss")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if len(lrs):
+        at = int(np.argmin(np.abs(np.log(np.asarray(lrs)) - math.log(suggestion))))
+        ax.plot([lrs[at]], [losses[at]], "o", color=ORANGE, ms=8, label=f"suggestion ({rule}): {suggestion:.2g}")
+        ax.axvline(suggestion, color=ORANGE, ls="--", lw=1)
+    ax.legend(fontsize=8)
+    ax.set_title("learning-rate finder", fontsize=10)
     return _png(fig)

@@ -48,6 +48,13 @@ class Callback:
         """Inverse of :meth:`state_dict`."""
 
 
+def _log(trainer: TrainerLike, message: str) -> None:
+    """Hand ``message`` to the trainer's log (printed under its epoch's row), if it keeps one."""
+    log = getattr(trainer, "log", None)
+    if log is not None:
+        log(message)
+
+
 def auto_mode(monitor: str) -> str:
     """Keras's ``mode="auto"``: ``max`` for accuracy, AUC and F1 names, ``min`` otherwise."""
     return "max" if ("acc" in monitor or "auc" in monitor or monitor.endswith("f1")) else "min"
@@ -134,6 +141,7 @@ class EarlyStopping(MonitorCallback):
         self.restore_best = restore_best
         self.best_state: dict[str, Any] | None = None
         self.stopped_epoch: int | None = None
+        self.last_epoch = -1
 
     def on_train_begin(self, trainer: TrainerLike) -> None:
         if self.baseline is not None and self.restore_best:
@@ -141,15 +149,22 @@ class EarlyStopping(MonitorCallback):
 
     def on_epoch_end(self, trainer: TrainerLike, epoch: int, logs: dict[str, float]) -> None:
         result = self.update(epoch, logs)
+        self.last_epoch = epoch
         if result is True and self.restore_best:
             self.best_state = trainer.snapshot()
         elif result is False and self.wait >= self.patience:
             trainer.stop_training = True
             self.stopped_epoch = epoch
+            restored = f"restored weights of epoch {self.best_epoch + 1}" if self.restore_best and self.best_epoch >= 0 else "none better"
+            _log(trainer, f"early stop at epoch {epoch + 1}: {restored} ({self.monitor} {self.best:.4f})")
 
     def on_train_end(self, trainer: TrainerLike) -> None:
         if self.restore_best and self.best_state is not None:
             trainer.restore(self.best_state)
+            if 0 <= self.best_epoch < self.last_epoch and self.stopped_epoch is None:
+                _log(trainer, f"restored weights of epoch {self.best_epoch + 1} (best {self.monitor} {self.best:.4f})")
+            elif self.best_epoch < 0:
+                _log(trainer, f"no epoch beat the starting {self.monitor} {self.best:.4f}: kept the weights from before this phase")
 
 
 class ReduceLROnPlateau(MonitorCallback):
@@ -187,6 +202,7 @@ class ReduceLROnPlateau(MonitorCallback):
             if new < old:
                 trainer.set_lr(new)
                 self.reductions.append((epoch, new))
+                _log(trainer, f"{self.monitor} did not improve for {self.wait} epochs: learning rate {old:.2g} -> {new:.2g}")
             self.wait = 0
             self.cooldown_left = self.cooldown
 

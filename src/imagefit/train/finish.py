@@ -64,6 +64,18 @@ def calibrate(ctx: RunContext, val: ValidationLogits) -> Calibrated:
     return Calibrated(float(temperature), probs_uncal, probs, metrics)
 
 
+def warn_if_baseline(ctx: RunContext, cal: Calibrated) -> None:
+    """Say so when the model is no better than always answering the most common validation class."""
+    counts = np.bincount(np.asarray(ctx.val_set.labels, dtype=np.int64), minlength=len(ctx.train_set.classes))
+    majority = float(counts.max() / max(1, counts.sum()))
+    accuracy = float(cal.metrics.get("accuracy", float("nan")))
+    if accuracy <= majority + 1e-9:
+        ctx.ui.warn(
+            f"validation accuracy {accuracy:.4f} is no better than always answering the most common class ({majority:.4f}): "
+            "this model has learned nothing useful"
+        )
+
+
 def build_record(
     ctx: RunContext, opened: OpenedRun, spec: BackboneSpec, digest: str, out_features: int, cal: Calibrated, start: float
 ) -> RunRecord:

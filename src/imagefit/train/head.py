@@ -7,6 +7,7 @@ and an epoch takes milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +16,22 @@ from torch import nn
 
 from ..errors import DataError
 from ..features import Features
+from .callbacks import Callback, ReduceLROnPlateau
 from .loop import Trainer, make_optimizer, shuffled_batches
+from .schedules import make_schedule
 from .session import RunContext, best_value, val_logs
+
+# The head phase's epochs take milliseconds: a row every n-th epoch (and every epoch with a
+# message, the first and the last) keeps its table to about a dozen rows for the default 60.
+HEAD_ROWS = 12
+
+
+def phase_callbacks(ctx: RunContext, best_file: str, baseline: float | None = None) -> list[Callback]:
+    """The run's callbacks, without ReduceLROnPlateau when a per-batch schedule sets the learning rate."""
+    cbs = ctx.callbacks(best_file, baseline=baseline)
+    if ctx.config.train.schedule != "plateau":
+        cbs = [cb for cb in cbs if not isinstance(cb, ReduceLROnPlateau)]
+    return cbs
 
 
 @dataclass
@@ -62,15 +77,27 @@ def train_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> list[d
     """
     t, ps = ctx.config.train, ctx.settings.head
     assert ps is not None, "the head phase runs only for the linear and finetune strategies"
+    if t.lr == "auto" and t.strategy == "linear" and not (ctx.resume and (ctx.checkpoint_dir / "head.json").is_file()):
+        from .lr_find import find_head
+
+        found = find_head(ctx, head, feats)
+        ps = dataclasses.replace(ps, lr=found.suggestion)
+        ctx.settings = dataclasses.replace(ctx.settings, head=ps)  # the record's settings hold the value used
+        ctx.ui.info(f"lr-find: learning rate {ps.lr:.2g} (fastai's valley rule, {len(found.lrs)} steps)")
+    optimizer = make_optimizer(t.optimizer, [{"params": list(head.parameters())}], ps.lr, t.weight_decay)
+    steps = -(-len(feats.y_train) // ps.batch_size)
     trainer = Trainer(
         head,
-        make_optimizer(t.optimizer, [{"params": list(head.parameters())}], ps.lr, t.weight_decay),
-        ctx.callbacks("best_head.safetensors"),
+        optimizer,
+        phase_callbacks(ctx, "best_head.safetensors"),
         seed=t.seed,
         class_weights=ctx.class_weights,
         checkpoint_dir=ctx.checkpoint_dir,
         phase="head",
         save_checkpoints=ctx.dist.is_main,
+        report=ctx.ui.info if ctx.ui.enabled else None,
+        print_every=max(1, ps.epochs // HEAD_ROWS),
+        schedule=make_schedule(t.schedule, optimizer, ps.epochs, steps),
     )
     done = trainer.load_checkpoint() if ctx.resume else 0
     batches = shuffled_batches(feats.x_train, feats.y_train, ps.batch_size, t.seed)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import PhaseSettings
 from ..data.gpu import DeviceJpegLoader
 from ..data.load import SkipLog
 from ..data.loader import TrainImages, collate_skip, iter_batches, worker_context
@@ -23,7 +24,9 @@ from ..errors import DataError
 from ..models.heads import ImageClassifier
 from .distributed import per_rank_batch, sum_across
 from .finetune import freeze_bn, parameter_groups
+from .head import phase_callbacks
 from .loop import Trainer, Validate, epoch_seed, make_optimizer
+from .schedules import make_schedule
 from .session import RunContext, val_logs
 
 
@@ -39,7 +42,9 @@ class ImageBatches:
         assert ps is not None
         self.ctx, self.dev, self.seed, self.epochs = ctx, dev, t.seed, ps.epochs
         self.batch_size = per_rank_batch(ps.batch_size, info)
-        self.dataset = TrainImages(ctx.train_set.paths, ctx.train_set.labels, pre.train_transform(augment), pre.resize_size)
+        self.dataset = TrainImages(
+            ctx.train_set.paths, ctx.train_set.labels, pre.train_transform(augment, **ctx.config.data.augment_knobs()), pre.resize_size
+        )
         self.workers = ctx.config.data.workers or min(2, os.cpu_count() or 1)
         self.sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
             self.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=t.seed, drop_last=False
@@ -133,6 +138,20 @@ def image_validator(ctx: RunContext, classifier: nn.Module, pre: Preprocess, dev
     return validate
 
 
+def _find_lr(ctx: RunContext, classifier: ImageClassifier, dev: torch.device, unfreeze_all: bool) -> PhaseSettings:
+    """``--lr auto``: sweep the image phase's learning rate (fastai's lr_find) and record the value used."""
+    import dataclasses
+
+    from .lr_find import find_images
+
+    found = find_images(ctx, classifier, dev, unfreeze_all=unfreeze_all)
+    assert ctx.settings.images is not None
+    ps = dataclasses.replace(ctx.settings.images, lr=found.suggestion)
+    ctx.settings = dataclasses.replace(ctx.settings, images=ps)
+    ctx.ui.info(f"lr-find: learning rate {ps.lr:.2g} (fastai's valley rule, {len(found.lrs)} steps)")
+    return ps
+
+
 def train_images(ctx: RunContext, classifier: ImageClassifier, dev: torch.device, *, unfreeze_all: bool) -> list[dict[str, float]]:
     """Train backbone blocks (all of them with ``unfreeze_all``) and the head on images; returns the history.
 
@@ -143,6 +162,8 @@ def train_images(ctx: RunContext, classifier: ImageClassifier, dev: torch.device
     config, t, info, pre = ctx.config, ctx.config.train, ctx.dist, ctx.settings.preprocess
     ps = ctx.settings.images
     assert ps is not None, "the image phase runs only for the finetune and full strategies"
+    if t.lr == "auto" and not (ctx.resume and (ctx.checkpoint_dir / "backbone.json").is_file()):
+        ps = _find_lr(ctx, classifier, dev, unfreeze_all)
     groups, n_unfrozen, n_units = parameter_groups(classifier.backbone, classifier.head, t.unfreeze, unfreeze_all=unfreeze_all)
     per_rank = f" = {info.world_size} x {per_rank_batch(ps.batch_size, info)}" if info.enabled else ""
     ctx.ui.info(
@@ -164,10 +185,12 @@ def train_images(ctx: RunContext, classifier: ImageClassifier, dev: torch.device
             freeze_bn(m.backbone)  # type: ignore[arg-type]
 
     def make_trainer(baseline: float | None) -> Trainer:
+        optimizer = make_optimizer(t.optimizer, groups, ps.lr, t.weight_decay)
+        steps = -(-len(batches.sampler) // batches.batch_size)
         return Trainer(
             classifier,
-            make_optimizer(t.optimizer, groups, ps.lr, t.weight_decay),
-            ctx.callbacks("best_model.safetensors", baseline=baseline),
+            optimizer,
+            phase_callbacks(ctx, "best_model.safetensors", baseline=baseline),
             seed=t.seed,
             class_weights=ctx.class_weights,
             train_mode=train_mode,
@@ -177,6 +200,8 @@ def train_images(ctx: RunContext, classifier: ImageClassifier, dev: torch.device
             forward=forward,
             reduce=lambda v: sum_across(v, info, dev),
             save_checkpoints=info.is_main,
+            report=ctx.ui.info if ctx.ui.enabled else None,
+            schedule=make_schedule(t.schedule, optimizer, ps.epochs, steps),
         )
 
     trainer = make_trainer(None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ..errors import ArtifactError, ImagefitError
 from ..models.heads import loss_fn, predicted_classes
 from ..paths import atomic_write_bytes, atomic_write_json
 from .callbacks import Callback
+from .schedules import BatchSchedule
 
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 Validate = Callable[[], dict[str, float]]
@@ -69,6 +71,9 @@ class Trainer:
         forward: The module that runs the forward pass (a DDP wrapper of ``module``); default ``module``.
         reduce: Sums ``[loss*n, correct, n]`` across ranks (default: as is).
         save_checkpoints: Write checkpoints (rank 0 only under DDP).
+        report: Where the epoch table and the callbacks' messages go (None: nowhere).
+        print_every: Print every n-th epoch's row (plus the first, the last and any with a message).
+        schedule: A per-batch learning-rate schedule (cosine, one-cycle), stepped after each optimizer step.
     """
 
     def __init__(
@@ -86,6 +91,9 @@ class Trainer:
         forward: nn.Module | None = None,
         reduce: Callable[[list[float]], list[float]] | None = None,
         save_checkpoints: bool = True,
+        report: Callable[[str], None] | None = None,
+        print_every: int = 1,
+        schedule: BatchSchedule | None = None,
     ):
         self.module = module
         self.optimizer = optimizer
@@ -105,6 +113,31 @@ class Trainer:
         self.stop_training = False
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+        self.report = report
+        self.print_every = max(1, print_every)
+        self.schedule = schedule
+        self.events: list[str] = []  # the callbacks' messages of the current epoch
+        self._header_shown = False
+
+    def log(self, message: str) -> None:
+        """A callback's message, printed on its own line after its epoch's row."""
+        self.events.append(message)
+
+    def _print_epoch(self, epoch: int, epochs: int, logs: dict[str, float], seconds: float, first: bool) -> None:
+        from ..ui import EPOCH_HEADER, epoch_row
+
+        if self.report is None:
+            self.events.clear()
+            return
+        last = self.stop_training or epoch == epochs - 1
+        if first or last or self.events or (epoch + 1) % self.print_every == 0:
+            if not self._header_shown:
+                self.report(EPOCH_HEADER)
+                self._header_shown = True
+            self.report(epoch_row(epoch + 1, self.phase, logs, seconds))
+        for message in self.events:
+            self.report(f"       {message}")
+        self.events.clear()
 
     # -- what callbacks use --------------------------------------------------
     def get_lr(self) -> float:
@@ -140,18 +173,24 @@ class Trainer:
                 if self.stop_training:
                     break
                 self.epoch = epoch
+                began = time.perf_counter()
                 logs = self._run_epoch(batches, epoch)
                 logs.update(validate())
                 logs["lr"] = self.get_lr()
                 self.history.append({"epoch": epoch, **logs})
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, logs)
+                self._print_epoch(epoch, epochs, logs, time.perf_counter() - began, first=epoch == start_epoch)
                 self.save_checkpoint(epoch + 1)
         except KeyboardInterrupt:
             where = f"; resume with --resume (checkpoint in {self.checkpoint_dir})" if self.checkpoint_dir else ""
             raise Interrupted(f"interrupted during epoch {self.epoch + 1}{where}") from None
         for cb in self.callbacks:
             cb.on_train_end(self)
+        for message in self.events:
+            if self.report is not None:
+                self.report(f"       {message}")
+        self.events.clear()
         return self.history
 
     def _run_epoch(self, batches: Batches, epoch: int) -> dict[str, float]:
@@ -171,6 +210,8 @@ class Trainer:
                 raise ImagefitError(f"training diverged (loss={loss.item()}) at epoch {epoch + 1}; try a lower --lr")
             loss.backward()
             self.optimizer.step()
+            if self.schedule is not None:
+                self.schedule.step()
             n = len(y)
             total_loss += loss.item() * n
             correct += int((predicted_classes(logits) == y).sum())
@@ -214,6 +255,7 @@ class Trainer:
             "optimizer": opt_meta,
             "callbacks": cb_states,
             "history": self.history,
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
         }
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         # Weights first, metadata last: metadata naming an epoch means its weights are on disk.
@@ -258,6 +300,8 @@ class Trainer:
                 if st.get("has_best_state"):
                     prefix = f"cb{i}.best."
                     cb.best_state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # type: ignore[attr-defined]
+            if self.schedule is not None and meta.get("schedule"):
+                self.schedule.load_state_dict(meta["schedule"])
             self.history = list(meta.get("history", []))
             self.stop_training = bool(meta.get("stop_training", False))
             return int(meta["epochs_done"])

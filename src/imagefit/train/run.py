@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RunConfig, resolve
+from ..config import RunConfig, combination_warnings, resolve
 from ..data.load import SkipLog
 from ..data.prepare import prepare_data
 from ..data.transforms import Preprocess
@@ -87,6 +87,8 @@ def _fit(
     config = opened.config
     spec = get_spec(config.model.name)  # an unknown model fails before any folder is made
     settings = resolve(config, spec, dev.type)
+    for warning in combination_warnings(config, spec):
+        ui.warn(warning)
     # Missing or unusable data fails here, before any folder is made.
     train_set, val_set = prepare_data(opened.data, opened.val, config, out=opened.out, warn=ui.warn, info=lambda line: ui.info(plain(line)))
     if info.is_main:
@@ -109,6 +111,7 @@ def _fit(
     digest = state_digest(backbone)
     val_out = _final_logits(ctx, classifier, feats, spec.name, digest, engine, dev)
     cal = finish.calibrate(ctx, val_out)
+    finish.warn_if_baseline(ctx, cal)
     record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
     if info.is_main:
         finish.save(ctx, classifier, record, cal, val_out)
