@@ -318,33 +318,6 @@ class ResolvedSettings:
         return out
 
 
-def combination_warnings(config: RunConfig, spec: BackboneSpec) -> list[str]:
-    """Warnings for option combinations that run but make no sense, said before any work.
-
-    An untrained backbone with ``linear``/``finetune`` is a warning, not an error:
-    the test suite trains heads on ``simple_cnn``'s random filters as a fast stand-in.
-    """
-    t, d = config.train, config.data
-    out: list[str] = []
-    untrained = spec.weights.startswith("none") or not config.model.pretrained
-    if untrained and t.strategy != "full":
-        out.append(
-            f"--model {spec.name} has no pretrained weights here: --strategy {t.strategy} trains a head on random filters "
-            "(near chance accuracy); use --strategy full"
-        )
-    if t.strategy == "linear":
-        knobs = [k for k in d.augment_knobs() if k != "flip"]
-        if d.augment == "heavy" or knobs:
-            what = f"--augment {d.augment}" if d.augment == "heavy" else "--" + "/--".join(knobs)
-            out.append(
-                f"{what} with --strategy linear: only horizontal flips are used (features are computed once per photo); "
-                "use --strategy finetune for rotation, zoom, shift, shear and brightness"
-            )
-        if t.head_lr is not None:
-            out.append("--head-lr sets finetune's first phase; with --strategy linear the head's learning rate is --lr")
-    return out
-
-
 def resolve(config: RunConfig, spec: BackboneSpec, device_type: str = "cpu") -> ResolvedSettings:
     """Fill in every default of ``config`` for backbone ``spec`` on ``device_type`` (``cpu``, ``cuda``).
 

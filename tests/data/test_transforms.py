@@ -190,3 +190,40 @@ def test_center_crop_equals_torchvision(size: tuple[int, int]) -> None:
     ref = np.asarray(TF.center_crop(img, [224, 224]))
     assert ours.shape == (224, 224, 3)
     assert np.array_equal(ours, ref)
+
+
+# -- issue 13: Keras ImageDataGenerator knobs over the presets ---------------------------------------
+def _ops(tf: object) -> dict[str, object]:
+    return {type(t).__name__: t for t in tf.transforms}  # type: ignore[attr-defined]
+
+
+def test_knobs_override_the_preset() -> None:
+    heavy = _ops(LITE0.train_transform("heavy"))
+    assert list(heavy["RandomAffine"].degrees) == [-40.0, 40.0] and "RandomVerticalFlip" not in heavy
+    tuned = _ops(LITE0.train_transform("heavy", rotation=10, zoom=0.1, flip="both", brightness=0.3))
+    affine = tuned["RandomAffine"]
+    assert list(affine.degrees) == [-10.0, 10.0] and tuple(affine.scale) == (0.9, 1.1) and tuple(affine.translate) == (0.2, 0.2)
+    assert {"RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter"} <= set(tuned)
+    assert tuple(tuned["ColorJitter"].brightness) == pytest.approx((0.7, 1.3))
+
+
+def test_knobs_on_none_and_flip_off() -> None:
+    plain = _ops(LITE0.train_transform("none", shift=0.1))
+    assert tuple(plain["RandomAffine"].translate) == (0.1, 0.1) and list(plain["RandomAffine"].degrees) == [0.0, 0.0]
+    assert "RandomHorizontalFlip" not in _ops(LITE0.train_transform("light", flip="none"))
+
+
+def test_knobs_keep_the_output_shape() -> None:
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8))
+    tf = LITE0.train_transform("heavy", rotation=30, shear=20, flip="vertical", brightness=0.5)
+    assert tuple(tf(img).shape) == (3, 224, 224)
+
+
+def test_knob_bounds_are_config_errors() -> None:
+    from imagefit.config import DataConfig
+
+    with pytest.raises(ConfigError, match="invalid rotation"):
+        DataConfig(rotation=200)
+    with pytest.raises(ConfigError, match="invalid flip"):
+        DataConfig(flip="diagonal")
+    assert DataConfig(zoom=0.2, flip="both").augment_knobs() == {"zoom": 0.2, "flip": "both"}

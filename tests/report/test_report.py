@@ -210,3 +210,32 @@ def test_browser_probe_catches_broken_pages(tmp_path: Path) -> None:
     n, loaded, errors = map(int, m.groups())
     assert n == 1 and loaded == 0 and errors >= 2
     assert [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln]
+
+
+# -- issue 13: the report shows the values actually used ---------------------------------------------
+def test_settings_table_shows_resolved_phase_values_not_none() -> None:
+    from imagefit.report.html import settings_rows
+
+    train_cfg = {"strategy": "finetune", "lr": None, "epochs": None, "head_lr": None, "schedule": "plateau"}
+    resolved = {"head": {"epochs": 60, "lr": 0.003, "batch_size": 128}, "images": {"epochs": 3, "lr": 0.0005, "batch_size": 32}}
+    rows = dict(settings_rows({"name": "lite0"}, train_cfg, resolved))
+    assert rows["head.lr"] == "0.003" and rows["images.lr"] == "0.0005" and rows["images.epochs"] == "3"
+    assert "None" not in rows.values() and "train.lr" not in rows
+
+
+def test_history_title_names_each_phase_lr(monkeypatch: pytest.MonkeyPatch) -> None:
+    titles: list[str] = []
+    from matplotlib.figure import Figure
+
+    real = Figure.suptitle
+    monkeypatch.setattr(Figure, "suptitle", lambda self, t, **k: titles.append(t) or real(self, t, **k))
+    rows = [{"phase": "head", "loss": 1, "accuracy": 0.5, "val_loss": 1, "val_accuracy": 0.5, "lr": 0.01}] * 3
+    rows += [{"phase": "backbone", "loss": 1, "accuracy": 0.5, "val_loss": 1, "val_accuracy": 0.5, "lr": 0.0005}]
+    plots.history_plot(rows)
+    plots.history_plot(rows[:2])
+    assert titles == ["training history (head lr 0.01, backbone lr 0.0005)", "training history (initial learning rate 0.01)"]
+
+
+def test_lr_find_plot_is_a_png() -> None:
+    png = plots.lr_find_plot([1e-5, 1e-4, 1e-3, 1e-2], [1.0, 0.9, 0.5, 2.0], 1e-3)
+    assert Image.open(io.BytesIO(png)).width > 300

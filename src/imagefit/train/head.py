@@ -8,6 +8,7 @@ and an epoch takes milliseconds.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..errors import DataError
 from ..features import Features
 from .callbacks import Callback, ReduceLROnPlateau
 from .loop import Trainer, make_optimizer, shuffled_batches
-from .schedules import make_schedule
+from .schedules import LRFindResult, make_schedule, result, sweep
 from .session import RunContext, best_value, val_logs
 
 # The head phase's epochs take milliseconds: a row every n-th epoch (and every epoch with a
@@ -78,8 +79,6 @@ def train_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> list[d
     t, ps = ctx.config.train, ctx.settings.head
     assert ps is not None, "the head phase runs only for the linear and finetune strategies"
     if t.lr == "auto" and t.strategy == "linear" and not (ctx.resume and (ctx.checkpoint_dir / "head.json").is_file()):
-        from .lr_find import find_head
-
         found = find_head(ctx, head, feats)
         ps = dataclasses.replace(ps, lr=found.suggestion)
         ctx.settings = dataclasses.replace(ctx.settings, head=ps)  # the record's settings hold the value used
@@ -104,3 +103,14 @@ def train_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> list[d
     history = trainer.fit(batches, lambda: val_logs(head_logits(head, feats.x_val), feats.y_val), ps.epochs, start_epoch=done)
     ctx.ui.info(f"head: {len(trainer.history)} epochs, best {t.monitor} {best_value(trainer.history, t.monitor):.4f}")
     return history
+
+
+def find_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits, steps: int = 100) -> LRFindResult:
+    """Sweep the head phase's learning rate on cached features (milliseconds per step)."""
+    t, ps = ctx.config.train, ctx.settings.head
+    assert ps is not None
+    optimizer = make_optimizer(t.optimizer, [{"params": list(head.parameters())}], 1e-7, t.weight_decay)
+    gen = shuffled_batches(feats.x_train, feats.y_train, ps.batch_size, t.seed)
+    batches = itertools.chain.from_iterable(gen(e) for e in itertools.count())
+    lrs, losses = sweep(head, optimizer, batches, steps=steps, class_weights=ctx.class_weights)
+    return result(lrs, losses)

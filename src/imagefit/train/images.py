@@ -7,6 +7,7 @@ ranks' batches is the batch a single process would draw.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -26,7 +27,7 @@ from .distributed import per_rank_batch, sum_across
 from .finetune import freeze_bn, parameter_groups
 from .head import phase_callbacks
 from .loop import Trainer, Validate, epoch_seed, make_optimizer
-from .schedules import make_schedule
+from .schedules import LRFindResult, make_schedule, result, sweep
 from .session import RunContext, val_logs
 
 
@@ -138,11 +139,30 @@ def image_validator(ctx: RunContext, classifier: nn.Module, pre: Preprocess, dev
     return validate
 
 
+def find_images(ctx: RunContext, classifier: ImageClassifier, dev: torch.device, *, unfreeze_all: bool, steps: int = 100) -> LRFindResult:
+    """Sweep the image phase's learning rate over ``steps`` mini-batches of augmented photos (BatchNorm frozen as in training)."""
+    t = ctx.config.train
+    groups, _, _ = parameter_groups(classifier.backbone, classifier.head, t.unfreeze, unfreeze_all=unfreeze_all)
+    optimizer = make_optimizer(t.optimizer, groups, 1e-7, t.weight_decay)
+    augment = ctx.config.data.augment if ctx.config.data.augment != "none" or unfreeze_all else "light"
+    image_batches = ImageBatches(ctx, ctx.settings.preprocess, dev, augment)
+    classifier.to(dev)
+    batches = itertools.chain.from_iterable(image_batches(e) for e in itertools.count())
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        classifier.train()
+        if not unfreeze_all:
+            freeze_bn(classifier.backbone)
+        return classifier(x)
+
+    lrs, losses = sweep(classifier, optimizer, batches, steps=steps, forward=forward, class_weights=ctx.class_weights)
+    classifier.to("cpu")
+    return result(lrs, losses)
+
+
 def _find_lr(ctx: RunContext, classifier: ImageClassifier, dev: torch.device, unfreeze_all: bool) -> PhaseSettings:
     """``--lr auto``: sweep the image phase's learning rate (fastai's lr_find) and record the value used."""
     import dataclasses
-
-    from .lr_find import find_images
 
     found = find_images(ctx, classifier, dev, unfreeze_all=unfreeze_all)
     assert ctx.settings.images is not None

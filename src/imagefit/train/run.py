@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import RunConfig, combination_warnings, resolve
+from ..config import RunConfig, resolve
 from ..data.load import SkipLog
 from ..data.prepare import prepare_data
 from ..data.transforms import Preprocess
 from ..engine import Engine, model_key, resolve_device
 from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier
-from ..models.registry import create_backbone, get_spec, state_digest
+from ..models.registry import BackboneSpec, create_backbone, get_spec, state_digest
 from ..paths import check_writable
 from ..ui import UI, plain
 from . import finish
@@ -116,6 +116,33 @@ def _fit(
     if info.is_main:
         finish.save(ctx, classifier, record, cal, val_out)
     return Run(opened.out, cal.metrics, list(ctx.csv.rows), config, ctx.skipped, time.time() - start)
+
+
+def combination_warnings(config: RunConfig, spec: BackboneSpec) -> list[str]:
+    """Warnings for option combinations that run but make no sense, said before any work.
+
+    An untrained backbone with ``linear``/``finetune`` is a warning, not an error:
+    the test suite trains heads on ``simple_cnn``'s random filters as a fast stand-in.
+    """
+    t, d = config.train, config.data
+    out: list[str] = []
+    untrained = spec.weights.startswith("none") or not config.model.pretrained
+    if untrained and t.strategy != "full":
+        out.append(
+            f"--model {spec.name} has no pretrained weights here: --strategy {t.strategy} trains a head on random filters "
+            "(near chance accuracy); use --strategy full"
+        )
+    if t.strategy == "linear":
+        knobs = [k for k in d.augment_knobs() if k != "flip"]
+        if d.augment == "heavy" or knobs:
+            what = f"--augment {d.augment}" if d.augment == "heavy" else "--" + "/--".join(knobs)
+            out.append(
+                f"{what} with --strategy linear: only horizontal flips are used (features are computed once per photo); "
+                "use --strategy finetune for rotation, zoom, shift, shear and brightness"
+            )
+        if t.head_lr is not None:
+            out.append("--head-lr sets finetune's first phase; with --strategy linear the head's learning rate is --lr")
+    return out
 
 
 def _head_features(ctx: RunContext, backbone: nn.Module, name: str, engine: str, dev: torch.device) -> FeatureSplits:
