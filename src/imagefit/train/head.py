@@ -27,6 +27,29 @@ from .session import RunContext, best_value, val_logs
 HEAD_ROWS = 12
 
 
+def continue_phase(ctx: RunContext, trainer: Trainer, phase: str, done: int, steps: int) -> int:
+    """Continue a finished phase for ``ctx.more_epochs`` more epochs; returns its new epoch count (recorded in the settings).
+
+    The epoch numbers go on from the last one; the callbacks keep their best
+    value (so the best weights overall are restored at the end) but start
+    their patience afresh; a per-batch schedule runs a new cycle over the new epochs.
+    """
+    t, n = ctx.config.train, ctx.more_epochs
+    ps = ctx.settings.head if phase == "head" else ctx.settings.images
+    assert ps is not None
+    trainer.continue_training()
+    if t.schedule != "plateau":
+        trainer.set_lr(ps.lr)
+        trainer.schedule = make_schedule(t.schedule, trainer.optimizer, n, steps)
+    ps = dataclasses.replace(ps, epochs=done + n)
+    if phase == "head":
+        ctx.settings = dataclasses.replace(ctx.settings, head=ps)
+    else:
+        ctx.settings = dataclasses.replace(ctx.settings, images=ps)
+    ctx.ui.info(f"continuing {'the head' if phase == 'head' else 'fine-tuning'} for {n} more epochs ({done + 1} to {done + n})")
+    return ps.epochs
+
+
 def phase_callbacks(ctx: RunContext, best_file: str, baseline: float | None = None) -> list[Callback]:
     """The run's callbacks, without ReduceLROnPlateau when a per-batch schedule sets the learning rate."""
     cbs = ctx.callbacks(best_file, baseline=baseline)
@@ -99,8 +122,11 @@ def train_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> list[d
         schedule=make_schedule(t.schedule, optimizer, ps.epochs, steps),
     )
     done = trainer.load_checkpoint() if ctx.resume else 0
+    epochs = ps.epochs
+    if ctx.more_epochs and t.strategy == "linear":
+        epochs = continue_phase(ctx, trainer, "head", done, steps)
     batches = shuffled_batches(feats.x_train, feats.y_train, ps.batch_size, t.seed)
-    history = trainer.fit(batches, lambda: val_logs(head_logits(head, feats.x_val), feats.y_val), ps.epochs, start_epoch=done)
+    history = trainer.fit(batches, lambda: val_logs(head_logits(head, feats.x_val), feats.y_val), epochs, start_epoch=done)
     ctx.ui.info(f"head: {len(trainer.history)} epochs, best {t.monitor} {best_value(trainer.history, t.monitor):.4f}")
     return history
 

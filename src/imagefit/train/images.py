@@ -25,7 +25,7 @@ from ..errors import DataError
 from ..models.heads import ImageClassifier
 from .distributed import per_rank_batch, sum_across
 from .finetune import freeze_bn, parameter_groups
-from .head import phase_callbacks
+from .head import continue_phase, phase_callbacks
 from .loop import Trainer, Validate, epoch_seed, make_optimizer
 from .schedules import LRFindResult, make_schedule, result, sweep
 from .session import RunContext, val_logs
@@ -231,7 +231,8 @@ def train_images(ctx: RunContext, classifier: ImageClassifier, dev: torch.device
         ctx.ui.info(f"before fine-tuning: {t.monitor} {float('nan') if baseline is None else baseline:.4f}")
         trainer = make_trainer(baseline)
     done = trainer.load_checkpoint() if resuming else 0
-    history = trainer.fit(batches, validate, ps.epochs, start_epoch=done)
+    epochs = continue_phase(ctx, trainer, "images", done, -(-len(batches.sampler) // batches.batch_size)) if ctx.more_epochs else ps.epochs
+    history = trainer.fit(batches, validate, epochs, start_epoch=done)
     classifier.to("cpu")
     classifier.to(memory_format=torch.contiguous_format)
     if unfreeze_all and batches.device_loader is None:

@@ -150,6 +150,15 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
 
+    def continue_training(self) -> None:
+        """Keras's "do another N epochs": clear the stop flag and every callback's patience count, keep their best."""
+        self.stop_training = False
+        for cb in self.callbacks:
+            if hasattr(cb, "wait"):
+                cb.wait = 0
+            if hasattr(cb, "stopped_epoch"):
+                cb.stopped_epoch = None
+
     def snapshot(self) -> dict[str, Any]:
         """A copy of the module's weights."""
         return {k: v.detach().clone() for k, v in self.module.state_dict().items()}

@@ -34,6 +34,7 @@ from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier
 from ..models.registry import BackboneSpec, create_backbone, get_spec, state_digest
 from ..paths import check_writable
+from ..record import META_FILE
 from ..ui import UI, plain
 from . import finish
 from .distributed import DistInfo, barrier, local_device, setup, teardown
@@ -84,6 +85,8 @@ def _fit(
     opened = open_run(out, config, data, val, resume=resume, is_main=info.is_main)
     if resume:
         ui.info(f"resuming {opened.out}")
+    # --resume on a finished run with --epochs N: N more epochs of its last phase (Keras's "fit again").
+    more = config.train.epochs if resume and config.train.epochs and (opened.out / META_FILE).is_file() else 0
     config = opened.config
     spec = get_spec(config.model.name)  # an unknown model fails before any folder is made
     settings = resolve(config, spec, dev.type)
@@ -97,6 +100,7 @@ def _fit(
     seed_everything(config.train.seed)
     ui.info(f"data: {len(train_set)} train / {len(val_set)} validation images, classes {train_set.classes} -> {opened.out}")
     ctx = RunContext(config, settings, opened.out, ui, train_set, val_set, info, resume)
+    ctx.more_epochs = more or 0
     backbone, _ = create_backbone(config.model.name, pretrained=config.model.pretrained)
     head = Head(spec.num_features, len(train_set.classes), hidden=settings.hidden, dropout=settings.dropout)
     classifier = ImageClassifier(backbone, head)

@@ -126,6 +126,8 @@ class RunContext:
         self.val_set = val_set
         self.resume = resume
         self.skipped = SkipLog()
+        # Epochs to add to a finished run's last phase (``train --resume --out RUN --epochs N``); 0 otherwise.
+        self.more_epochs = 0
         self.csv = CSVLogger(out / "history.csv", enabled=dist.is_main)
         t = config.train
         self.class_weights = class_weights(train_set.labels, len(train_set.classes)) if t.class_weights else None
