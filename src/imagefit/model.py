@@ -14,12 +14,13 @@ import torch
 from .artifacts import WEIGHTS_FILE, check_digest, load_weights, nonfinite_tensor, read_record, verify_backbone
 from .data.discover import ImageSet, discover, list_images
 from .data.load import SkipLog
-from .engine import Engine, model_key
+from .engine import Engine, load_precision, model_key
 from .errors import ArtifactError, DataError, ImagefitError
 from .evaluate import calibrated_metrics
 from .features import FeatureCache, extract
 from .models.heads import Head, probabilities
 from .models.registry import create_backbone, get_spec, state_digest
+from .ood import UnknownDetector, load_detector, resolve_threshold
 from .predict import Predictions, make_records
 from .record import RunRecord
 from .ui import UI
@@ -122,7 +123,13 @@ class Model:
         if self._engine is None:
             # The digest keys the cached graph; a run without one gets it from its weights.
             digest = self._verified_digest() or state_digest(self.backbone)
-            self._engine = Engine(lambda: self.backbone, self.preprocess, model_key(self.record.backbone.name, digest), self.engine_kind)
+            # The precision the head was trained on (old runs: auto); fp32 with a note where this machine cannot.
+            recorded = (self.record.features or {}).get("precision")
+            precision, note = load_precision(recorded, self.engine_kind)
+            if note:
+                UI().info(note)
+            key = model_key(self.record.backbone.name, digest)
+            self._engine = Engine(lambda: self.backbone, self.preprocess, key, self.engine_kind, precision=precision)
         return self._engine
 
     def _cache(self) -> FeatureCache | None:
@@ -158,24 +165,55 @@ class Model:
             raise ArtifactError(f"{self.path}: temperature {t!r} gives NaN or infinite probabilities; no answer is given")
         return p.numpy()
 
-    def predict(self, paths: Sequence[str | Path] | str | Path, *, tta: bool = False, progress: bool = False) -> Predictions:
+    @cached_property
+    def unknown_detector(self) -> UnknownDetector | None:
+        """The run's unknown-photo detector (:mod:`imagefit.ood`), or None for a run trained without one.
+
+        Raises:
+            ArtifactError: ``ood.safetensors`` is missing, damaged or not the file the record names.
+        """
+        return load_detector(self.path, self.record.ood)
+
+    def unknown_scores(self, values: np.ndarray) -> np.ndarray | None:
+        """Unknown-photo scores of features ``[n, views, F]`` (the original view, as the detector was fit), or None."""
+        det = self.unknown_detector
+        return None if det is None else det.score(values[:, 0]) if len(values) else np.zeros(0, np.float32)
+
+    def predict(
+        self,
+        paths: Sequence[str | Path] | str | Path,
+        *,
+        tta: bool = False,
+        progress: bool = False,
+        unknown: bool = True,
+        unknown_threshold: float | None = None,
+        unknown_accept: float | None = None,
+    ) -> Predictions:
         """Predict files and folders (recursive). Unreadable files are skipped and listed.
 
         Args:
             paths: Image files and/or folders.
             tta: Average the prediction of the photo and its mirror image.
             progress: Show a progress bar.
+            unknown: Flag photos unlike the training photos (records' ``unknown`` and
+                ``unknown_score``; None when off or the run has no detector).
+            unknown_threshold: Score above which a photo is unknown, instead of the run's threshold.
+            unknown_accept: Or: the share of the run's validation photos to accept, e.g. 0.99.
 
         Returns:
             :class:`~imagefit.predict.Predictions`, one record per readable image.
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
+        det = self.unknown_detector if unknown else None
+        threshold = resolve_threshold(det, unknown_threshold, unknown_accept) if det is not None else None
         files = list_images(list(paths))
         skipped = SkipLog()
         idx, values = self.features(files, skipped, tta=tta, ui=UI(progress))
         probs = self.head_probs(values)
-        return Predictions(make_records(files, idx, probs, self.classes), self.classes, skipped, idx, probs)
+        scores = self.unknown_scores(values) if det is not None else None
+        records = make_records(files, idx, probs, self.classes, scores, threshold)
+        return Predictions(records, self.classes, skipped, idx, probs, scores, threshold)
 
     def evaluate(
         self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False

@@ -194,3 +194,26 @@ def fit_detector(
         bank = bank[keep]
     probe = UnknownDetector(bank, np.zeros(1, np.float32), k=k, accept=accept)
     return UnknownDetector(bank, probe.score(val_features), k=k, accept=accept)
+
+
+def check_unknown_options(threshold: float | None, accept: float | None) -> None:
+    """Refuse a bad ``unknown_threshold`` / ``unknown_accept`` (or both at once) before any photo is read."""
+    if threshold is not None and accept is not None:
+        raise invalid("unknown threshold", f"both --unknown-threshold {threshold} and --unknown-accept {accept}", "one of them")
+    if threshold is not None and not (np.isfinite(threshold) and 0.0 <= threshold <= 2.0):
+        raise invalid("unknown_threshold", threshold, "a cosine distance in [0, 2]")
+    if accept is not None and not (np.isfinite(accept) and 0.0 < accept <= 1.0):
+        raise invalid("unknown_accept", accept, "a share of validation photos in (0, 1], e.g. 0.99")
+
+
+def load_detector(folder: Path, raw: dict[str, Any] | None) -> UnknownDetector | None:
+    """The run's detector from its record's ``ood`` section, or None for a run without one."""
+    return None if raw is None else UnknownDetector.load(folder, OODInfo.from_dict(raw))
+
+
+def resolve_threshold(det: UnknownDetector, threshold: float | None = None, accept: float | None = None) -> float:
+    """The threshold to use: ``threshold`` if given, else the one accepting ``accept`` of the validation photos, else the stored one."""
+    check_unknown_options(threshold, accept)
+    if threshold is not None:
+        return float(threshold)
+    return det.threshold if accept is None else threshold_for(det.val_scores, accept)

@@ -30,7 +30,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 class Predictions:
     """One record per readable image, plus the files that were skipped.
 
-    Each record is ``{"path", "label", "probability", "probabilities": {class: p}}``.
+    Each record is ``{"path", "label", "probability", "probabilities": {class: p},
+    "unknown", "unknown_score"}``: ``unknown`` is True for a photo unlike the
+    training photos (:mod:`imagefit.ood`), and both are None when the run has no
+    detector (trained before imagefit had one) or it was switched off.
     """
 
     records: list[dict[str, Any]]
@@ -38,6 +41,8 @@ class Predictions:
     skipped: SkipLog = field(default_factory=SkipLog)
     indices: np.ndarray | None = None  # positions of records in the input list
     probs: np.ndarray | None = None
+    unknown_scores: np.ndarray | None = None  # [n] detector scores (None: not available)
+    unknown_threshold: float | None = None  # scores above it are unknown
 
     def __len__(self) -> int:
         return len(self.records)
@@ -58,36 +63,50 @@ class Predictions:
 
         probs = clip_probabilities(self.probabilities(), low)
         paths = [Path(r["path"]) for r in self.records]
-        records = make_records(paths, np.arange(len(paths)), probs, self.classes)
-        return Predictions(records, self.classes, self.skipped, self.indices, probs)
+        records = make_records(paths, np.arange(len(paths)), probs, self.classes, self.unknown_scores, self.unknown_threshold)
+        return Predictions(records, self.classes, self.skipped, self.indices, probs, self.unknown_scores, self.unknown_threshold)
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write ``path,label,prob_<class>...,error`` rows (atomic).
+        """Write ``path,label,prob_<class>...,unknown,unknown_score,error`` rows (atomic).
 
-        Skipped files get a row too, with an empty label and probabilities and
-        the reason in ``error``, so that the CSV accounts for every input file.
+        ``unknown`` is ``true``/``false`` and ``unknown_score`` the detector's
+        score; both are empty when the run has no detector or it was switched
+        off. Skipped files get a row too, with empty values and the reason in
+        ``error``, so that the CSV accounts for every input file.
         """
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["path", "label", *[f"prob_{c}" for c in self.classes], "error"])
+        w.writerow(["path", "label", *[f"prob_{c}" for c in self.classes], "unknown", "unknown_score", "error"])
         for r in self.records:
-            w.writerow([r["path"], r["label"], *[f"{r['probabilities'][c]:.6f}" for c in self.classes], ""])
+            flag = "" if r["unknown"] is None else str(r["unknown"]).lower()
+            score = "" if r["unknown_score"] is None else f"{r['unknown_score']:.6f}"
+            w.writerow([r["path"], r["label"], *[f"{r['probabilities'][c]:.6f}" for c in self.classes], flag, score, ""])
         for p, reason in self.skipped.items:
-            w.writerow([p, "", *["" for _ in self.classes], reason])
+            w.writerow([p, "", *["" for _ in self.classes], "", "", reason])
         return atomic_write_text(path, buf.getvalue())
 
 
-def make_records(paths: list[Path], indices: np.ndarray, probs: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
-    """Build prediction records from probabilities."""
+def make_records(
+    paths: list[Path],
+    indices: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    unknown_scores: np.ndarray | None = None,
+    unknown_threshold: float | None = None,
+) -> list[dict[str, Any]]:
+    """Build prediction records from probabilities (and, when given, the unknown-photo scores, one per row of ``probs``)."""
     out = []
-    for row, i in zip(probs, indices):
+    for n, (row, i) in enumerate(zip(probs, indices)):
         k = int(row.argmax())
+        score = None if unknown_scores is None else float(unknown_scores[n])
         out.append(
             {
                 "path": str(paths[int(i)]),
                 "label": classes[k],
                 "probability": float(row[k]),
                 "probabilities": {c: float(row[j]) for j, c in enumerate(classes)},
+                "unknown": None if score is None or unknown_threshold is None else bool(score > unknown_threshold),
+                "unknown_score": score,
             }
         )
     return out
@@ -145,6 +164,9 @@ def predict_files(
     kaggle: bool = False,
     report: bool | str | Path = False,
     progress: bool = False,
+    unknown: bool = True,
+    unknown_threshold: float | None = None,
+    unknown_accept: float | None = None,
 ) -> PredictResult:
     """Predict files and folders and write the CSV (``path,label,prob_<class>...,error``) or a Kaggle submission.
 
@@ -162,17 +184,31 @@ def predict_files(
         report: Also write a grid of the photos with their predicted labels and probabilities:
             ``True`` for a PNG beside the CSV, or the PNG's path.
         progress: Show a progress bar.
+        unknown: Score each photo with the run's unknown-photo detector (columns
+            ``unknown``, ``unknown_score``; never in a Kaggle submission).
+        unknown_threshold: A score above which a photo is unknown, instead of the run's.
+        unknown_accept: Or: the share of the run's validation photos to accept (e.g. 0.99).
 
     Raises:
-        ConfigError: the output would overwrite an input, a folder or a non-CSV file.
+        ConfigError: the output would overwrite an input, a folder or a non-CSV file;
+            a bad threshold or acceptance share.
         OutputError: the output's folder cannot be written.
         DataError: no photo could be predicted.
     """
+    from .ood import check_unknown_options
     from .paths import check_writable
 
+    check_unknown_options(unknown_threshold, unknown_accept)
     dest = check_output(out or default_output(kaggle), paths)
     check_writable(dest.parent, need_bytes=16 * 2**20)
-    preds = model.predict(paths, tta=tta, progress=progress)
+    preds = model.predict(
+        paths,
+        tta=tta,
+        progress=progress,
+        unknown=unknown and not kaggle,
+        unknown_threshold=unknown_threshold,
+        unknown_accept=unknown_accept,
+    )
     if not len(preds):
         reasons = "; ".join(f"{p}: {r}" for p, r in preds.skipped.items[:3])
         raise DataError(

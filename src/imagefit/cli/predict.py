@@ -38,14 +38,58 @@ def predict(
             "--report", help="Also write a grid of the photos with their predicted labels and probabilities (PNG beside the CSV)."
         ),
     ] = False,
+    unknown: Annotated[
+        str,
+        typer.Option(
+            help="on: flag photos unlike the training photos (columns unknown and unknown_score; empty for a run trained "
+            "without a detector); off: leave both columns empty. Never in --kaggle output.",
+            metavar="[on|off]",
+        ),
+    ] = "on",
+    unknown_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Score (cosine distance to the nearest training photo, 0..2) above which a photo is unknown; default: the run's."
+        ),
+    ] = None,
+    unknown_accept: Annotated[
+        float | None,
+        typer.Option(help="Or: set the threshold to accept this share of the run's validation photos (the run's default is 0.95)."),
+    ] = None,
 ) -> None:
-    """Predict images; writes path, label and one (calibrated) probability column per class."""
+    """Predict images; writes path, label, one (calibrated) probability column per class, and whether each photo looks unknown."""
+    from ..errors import invalid
+    from ..ood import check_unknown_options
+
+    if unknown not in ("on", "off"):
+        raise invalid("--unknown", unknown, ["on", "off"])
+    check_unknown_options(unknown_threshold, unknown_accept)
+
     import imagefit
     from imagefit.predict import predict_files
 
     model = imagefit.load(run)
-    res = predict_files(model, list(paths), out, tta=tta, clip=clip, kaggle=kaggle, report=report, progress=True)
+    res = predict_files(
+        model,
+        list(paths),
+        out,
+        tta=tta,
+        clip=clip,
+        kaggle=kaggle,
+        report=report,
+        progress=True,
+        unknown=unknown == "on",
+        unknown_threshold=unknown_threshold,
+        unknown_accept=unknown_accept,
+    )
     print_skipped(res.predictions.skipped.as_list())
+    preds = res.predictions
+    if not kaggle and unknown == "on":
+        if preds.unknown_scores is None:
+            console.print("[yellow]unknown: not available (this run was trained without an unknown-photo detector)[/]")
+        else:
+            n = sum(bool(r["unknown"]) for r in preds.records)
+            stdout.print(f"{n} of {len(preds)} photo(s) look unlike the training photos (unknown, score > {preds.unknown_threshold:.4f})")
     if kaggle:
         if res.missing:
             console.print(f"[yellow]{len(res.missing)} unreadable photo(s) got the uniform probability so that every id has a row[/]")
