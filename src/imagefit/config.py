@@ -128,6 +128,9 @@ class TrainConfig:
     lr_factor: float = _opt(0.3, "Factor the learning rate is multiplied by on a plateau.")
     min_lr: float = _opt(1e-6, "Lowest learning rate a plateau reduces to.")
     seed: int = _opt(0, "Random seed (split, shuffling, augmentation).")
+    unknown_accept: float = _opt(
+        0.95, "Share of validation photos the unknown-photo detector accepts as known; it sets the threshold stored with the run."
+    )
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -160,6 +163,8 @@ class TrainConfig:
         if self.patience < 1 or self.lr_patience < 1:
             raise invalid("patience", (self.patience, self.lr_patience), "positive integers")
         bounds.check("lr_factor", self.lr_factor, bounds.LR_FACTOR)
+        if not (0.0 < self.unknown_accept <= 1.0):
+            raise invalid("unknown_accept", self.unknown_accept, "a share of validation photos in (0, 1], e.g. 0.95")
 
     @property
     def resolved_epochs(self) -> int:

@@ -18,6 +18,7 @@ and computes the features they share.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -34,13 +35,14 @@ from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier
 from ..models.registry import BackboneSpec, create_backbone, get_spec, state_digest
 from ..paths import check_writable
-from ..record import META_FILE
+from ..record import META_FILE, RunRecord
 from ..ui import UI, plain
 from . import finish
 from .distributed import DistInfo, barrier, local_device, setup, teardown
 from .head import FeatureSplits, head_logits, train_head
 from .images import train_images
 from .session import CHECKPOINT_DIR, STATE_FILE, Run, RunContext, default_out, open_run, seed_everything, write_state
+from .unknown import final_features, fit_unknown, warn_near_copies
 
 # Old import paths, kept until every caller uses the new ones (imagefit/__init__.py, api.py, interpret.py, tests).
 __all__ = ["CHECKPOINT_DIR", "STATE_FILE", "Run", "check_writable", "default_out", "fit", "prepare_data"]
@@ -117,6 +119,7 @@ def _fit(
     cal = finish.calibrate(ctx, val_out)
     finish.warn_if_baseline(ctx, cal)
     record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
+    record = _unknown_and_copies(ctx, record, feats, classifier, spec.name, digest, engine, dev)
     if info.is_main:
         finish.save(ctx, classifier, record, cal, val_out)
     return Run(opened.out, cal.metrics, list(ctx.csv.rows), config, ctx.skipped, time.time() - start)
@@ -169,6 +172,25 @@ def _head_features(ctx: RunContext, backbone: nn.Module, name: str, engine: str,
     extracted = ftr.extracted + fva.extracted
     ctx.ui.info(f"features: {extracted} extracted, {len(ftr.indices) + len(fva.indices) - extracted} from cache")
     return FeatureSplits.from_features(ftr, fva, train_set.labels, val_set.labels)
+
+
+def _unknown_and_copies(
+    ctx: RunContext,
+    record: RunRecord,
+    feats: FeatureSplits | None,
+    classifier: ImageClassifier,
+    name: str,
+    digest: str,
+    engine: str,
+    dev: torch.device,
+) -> RunRecord:
+    """Warn about validation photos copied from train, and add the unknown-photo detector to the record."""
+    key = model_key(name, digest)
+    train, val = final_features(
+        ctx, feats, lambda: _engine(classifier.backbone, ctx.settings.preprocess, key, engine, dev, ctx.dist), digest
+    )
+    warn_near_copies(ctx, train, val)
+    return dataclasses.replace(record, ood=fit_unknown(ctx, train, val, save=ctx.dist.is_main))
 
 
 def _final_logits(
