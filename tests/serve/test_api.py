@@ -194,3 +194,35 @@ def test_engine_output_is_per_image(serve_app: FastAPI) -> None:
     one = np.concatenate([model.head_probs(model.engine(x[i : i + 1])[:, None, :]) for i in range(3)])
     both = model.head_probs(model.engine(x)[:, None, :])
     np.testing.assert_allclose(one, both, atol=1e-5)
+
+
+def test_predict_unknown_field(client: TestClient, trained_run: Path) -> None:
+    """Each prediction says whether the photo looks unlike the training photos, as Model.predict does."""
+    from .conftest import png_bytes
+
+    expected = imagefit.load(trained_run).predict([CAT, DOG])
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in (CAT, DOG)]
+    files.append(("files", ("flat.png", png_bytes((64, 64), (128, 128, 128)), "image/png")))
+    r = client.post("/predict", files=files)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    for got, want in zip(preds, expected.records):
+        assert got["unknown"] == want["unknown"]
+        assert got["unknown_score"] == pytest.approx(want["unknown_score"], abs=1e-4)
+    assert preds[2]["unknown"] is True  # a flat grey square is no cat or dog photo
+    assert "unknown-badge" in (STATIC / "app.js").read_text()
+
+
+def test_predict_unknown_null_without_detector(trained_run: Path, cat_bytes: bytes, tmp_path: Path) -> None:
+    """A run trained before the detector existed answers with unknown null."""
+    run = tmp_path / "old"
+    shutil.copytree(trained_run, run)
+    meta = json.loads((run / "imagefit.json").read_text())
+    meta.pop("ood", None)
+    (run / "imagefit.json").write_text(json.dumps(meta))
+    app = create_app(ServeSettings(str(run), batch_window_ms=5.0, max_batch=4))
+    with TestClient(app) as c:
+        r = c.post("/predict", files={"files": ("cat.jpg", cat_bytes, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    (pred,) = r.json()["predictions"]
+    assert pred["unknown"] is None and pred["unknown_score"] is None and pred["label"] == "cats"

@@ -36,17 +36,26 @@ def finite(obj: Any) -> Any:
     return obj
 
 
-def predictions(names: list[str], probs: np.ndarray, classes: list[str]) -> list[Prediction]:
-    """One :class:`Prediction` per image from the calibrated probabilities (the one place answers are built)."""
+def predictions(
+    names: list[str], probs: np.ndarray, classes: list[str], scores: np.ndarray | None = None, threshold: float | None = None
+) -> list[Prediction]:
+    """One :class:`Prediction` per image from the calibrated probabilities (the one place answers are built).
+
+    ``scores`` are the unknown-photo scores (NaN where not available); with
+    ``threshold`` None (a run without a detector) ``unknown`` is null.
+    """
     out = []
-    for name, row in zip(names, probs):
+    for n, (name, row) in enumerate(zip(names, probs)):
         k = int(row.argmax())
+        score = None if scores is None or threshold is None or not np.isfinite(scores[n]) else float(scores[n])
         out.append(
             Prediction(
                 filename=name,
                 label=classes[k],
                 probability=float(row[k]),
                 probabilities={c: float(row[j]) for j, c in enumerate(classes)},
+                unknown=None if score is None or threshold is None else bool(score > threshold),
+                unknown_score=score,
             )
         )
     return out
@@ -65,6 +74,8 @@ class Server:
         self.model = model
         self.pre = model.preprocess
         self.engine = model.engine
+        # Read (and its digest checked) at startup: a damaged detector stops the server, not a request.
+        self.detector = model.unknown_detector
         # Warm-up: the first engine run allocates its buffers.
         self.engine(np.zeros((1, self.pre.input_size, self.pre.input_size, 3), np.uint8))
         self.batcher = MicroBatcher(
@@ -76,8 +87,12 @@ class Server:
         self.started = time.monotonic()
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        feats = self.engine(x)
-        return self.model.head_probs(feats[:, None, :])
+        """``[n, classes + 1]``: the probabilities, then the unknown-photo score (NaN without a detector)."""
+        feats = self.engine(x)[:, None, :]
+        probs = self.model.head_probs(feats)
+        scores = self.model.unknown_scores(feats)
+        column = np.full(len(probs), np.nan, np.float32) if scores is None else scores.astype(np.float32)
+        return np.concatenate([probs.astype(np.float32), column[:, None]], axis=1)
 
     def start(self) -> None:
         """Start (again) the decode threads; the batcher starts on the first request."""
@@ -133,8 +148,10 @@ class Server:
     async def _predict(self, request: Request) -> PredictResponse:
         files = await read_files(request, self.settings)
         arrays = await self._decode(files)
-        probs = await self.batcher.submit(np.stack(arrays))
-        return PredictResponse(predictions=predictions([n for n, _ in files], probs, self.model.classes), model=self.model_ref)
+        out = await self.batcher.submit(np.stack(arrays))
+        threshold = None if self.detector is None else self.detector.threshold
+        answers = predictions([n for n, _ in files], out[:, :-1], self.model.classes, out[:, -1], threshold)
+        return PredictResponse(predictions=answers, model=self.model_ref)
 
     async def _decode(self, files: list[tuple[str, bytes]]) -> list[np.ndarray]:
         """Check every header, reserve the decode budget, then decode in the bounded pools.

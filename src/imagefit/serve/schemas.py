@@ -22,6 +22,15 @@ class Prediction(BaseModel):
     label: str = Field(description="The most probable class.")
     probability: float = Field(description="Calibrated probability of `label`.")
     probabilities: dict[str, float] = Field(description="Calibrated probability of every class (sums to 1).")
+    unknown: bool | None = Field(
+        None,
+        description="True when the photo looks unlike the training photos (its answer is then a guess among the classes); "
+        "null when the model was trained without an unknown-photo detector.",
+    )
+    unknown_score: float | None = Field(
+        None,
+        description="Cosine distance of the photo's features to the nearest training photo's (0..2); above the run's threshold is unknown.",
+    )
 
 
 class ModelRef(BaseModel):

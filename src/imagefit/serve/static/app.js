@@ -18,6 +18,7 @@
   let running = 0;
   let done = 0;
   let total = 0;
+  let classNames = [];  // from GET model, for the "not a ... photo?" badge
 
   const pct = (p) => (100 * p).toFixed(1) + "%";
 
@@ -33,6 +34,7 @@
       const res = await fetch("model");
       if (!res.ok) throw new Error("HTTP " + res.status);
       const m = await res.json();
+      classNames = m.classes || [];
       const acc = m.metrics && m.metrics.val && typeof m.metrics.val.accuracy === "number"
         ? " · validation accuracy " + pct(m.metrics.val.accuracy) : "";
       modelInfo.textContent = "Model " + m.run + " (" + m.backbone.name + ") · classes: " + m.classes.join(", ") + acc;
@@ -79,6 +81,15 @@
       bars.append(bar);
     }
     card.querySelector(".body").append(bars);
+    if (pred.unknown === true) {
+      // The photo is unlike the training photos: the label above is a guess among classes that may not apply.
+      const what = classNames.length ? classNames.join("/") : "training";
+      const badge = el("div", "unknown-badge", "not a " + what + " photo?");
+      badge.title = "This photo looks unlike the photos the model was trained on (score " +
+        (typeof pred.unknown_score === "number" ? pred.unknown_score.toFixed(3) : "?") + "); its answer is unreliable.";
+      card.classList.add("unknown");
+      card.querySelector(".body").insertBefore(badge, card.querySelector(".verdict"));
+    }
   }
 
   function showError(card, message) {
