@@ -130,6 +130,14 @@ def test_without_torchrun_it_is_predict_files(tmp_path: Path, trained_run: Path,
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 
+def test_rank_0_refuses_an_unknown_option_before_reading_photos(tmp_path: Path, photos: Path) -> None:
+    from imagefit.errors import ConfigError
+    from imagefit.predict_dist import _prepare
+
+    with pytest.raises(ConfigError, match="bogus"):
+        _prepare(tmp_path / "no-run", [photos], tmp_path / "p.csv", {"bogus": 1}, True)
+
+
 # -- two gloo processes -------------------------------------------------------------------------------
 def test_two_ranks_write_the_single_process_csv(tmp_path: Path, trained_run: Path, photos: Path) -> None:
     import imagefit

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import os
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from . import errors
-from .errors import DataError, ImagefitError
+from .errors import ConfigError, DataError, ImagefitError
 from .predict import PredictResult, check_output, default_output, predict_files
 
 if TYPE_CHECKING:
@@ -184,14 +185,18 @@ def _share_cores() -> None:
 
 
 def _prepare(
-    model_or_run: Model | str | Path, inputs: list[str | Path], out: str | Path | None, kaggle: bool, main: bool
+    model_or_run: Model | str | Path, inputs: list[str | Path], out: str | Path | None, options: dict[str, Any], main: bool
 ) -> tuple[Model, list[Path]]:
-    """Load the model and list the photos; rank 0 also checks the output before any photo is read."""
+    """Load the model and list the photos; rank 0 also checks the options and output before any photo is read."""
     from .data.discover import list_images
     from .paths import check_writable
 
     if main:
-        dest = check_output(out or default_output(kaggle), inputs)
+        try:
+            inspect.signature(predict_files).bind(None, inputs, out, **options)
+        except TypeError as exc:
+            raise ConfigError(f"predict_distributed: {exc}") from None
+        dest = check_output(out or default_output(bool(options.get("kaggle", False))), inputs)
         check_writable(dest.parent, need_bytes=16 * 2**20)
     return _load(model_or_run), list(list_images(inputs))
 
@@ -240,16 +245,12 @@ def predict_distributed(
     model_or_run: Model | str | Path,
     paths: list[str | Path],
     out: str | Path | None = None,
-    *,
-    tta: bool = False,
-    clip: float = 0.0,
-    kaggle: bool = False,
-    report: bool | str | Path = False,
-    progress: bool = False,
+    **options: Any,
 ) -> PredictResult | None:
     """:func:`~imagefit.predict.predict_files` over all the processes ``torchrun`` started.
 
-    Takes the same options as :func:`~imagefit.predict.predict_files` plus a run folder in place of
+    Takes the same keyword options as :func:`~imagefit.predict.predict_files` (``tta``, ``clip``,
+    ``kaggle``, ``report``, ``progress``, ``unknown``...), passed on as they are, and a run folder or
     a loaded model. Without ``torchrun`` (``WORLD_SIZE`` unset or 1) it is exactly that function.
 
     Returns:
@@ -260,7 +261,7 @@ def predict_distributed(
         PeerAbort: on the other ranks, when any rank failed.
     """
     if not distributed_launch():
-        return predict_files(_load(model_or_run), list(paths), out, tta=tta, clip=clip, kaggle=kaggle, report=report, progress=progress)
+        return predict_files(_load(model_or_run), list(paths), out, **options)
     import torch
     import torch.distributed as dist
 
@@ -273,7 +274,6 @@ def predict_distributed(
         if torch.cuda.is_available():
             torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
         _share_cores()
-        options = dict(tta=tta, clip=clip, kaggle=kaggle, report=report, progress=progress)
         return _predict_shards(info, model_or_run, list(paths), out, options)
     finally:
         if owned:
@@ -288,12 +288,12 @@ def _predict_shards(
     from .data.load import SkipLog
     from .ui import UI
 
-    model, files = _together(info, lambda: _prepare(model_or_run, inputs, out, bool(options["kaggle"]), info.is_main))
+    model, files = _together(info, lambda: _prepare(model_or_run, inputs, out, options, info.is_main))
     _same_files(info, files)
     mine = shard(files, info.rank, info.world_size)
     skipped = SkipLog()
-    tta = bool(options["tta"])
-    ui = UI(bool(options["progress"]) and info.is_main)
+    tta = bool(options.get("tta", False))
+    ui = UI(bool(options.get("progress", False)) and info.is_main)
     idx, values = _together(info, lambda: model.features(mine, skipped, tta=tta, ui=ui))
     part = _together(info, lambda: RankPart([int(i) for i in idx], skip_positions(mine, skipped.items), int(values.shape[2])))
     parts: list[Any] = [None] * info.world_size
