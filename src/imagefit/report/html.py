@@ -224,9 +224,32 @@ def write_run_report(
         figs.add("history", plots.history_plot(history), "accuracy and loss per epoch"),
     ]
     body = body[:1] + hist + body[1:]
+    body += unknown_section(figs, out, record.ood, classes)
     body.append(skipped_section(record.skipped))
     body.append("<h2>Settings</h2>" + table(["setting", "value"], settings_rows(model_cfg, train_cfg, record.settings)))
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit run {out.name}", subtitle, body))
+
+
+def unknown_section(
+    figs: Figures, run: Path, ood: dict[str, Any] | None, classes: Sequence[str], others: dict[str, np.ndarray] | None = None
+) -> list[str]:
+    """The unknown-photo detector's scores: validation photos (and ``others``) against the threshold; nothing without a detector."""
+    from ..errors import ArtifactError
+    from ..ood import load_detector
+
+    try:
+        det = load_detector(run, ood)
+    except ArtifactError as exc:
+        return ["<h2>Unknown photos</h2>", f'<p class="note">The detector could not be read: {esc(exc)}</p>']
+    if det is None:
+        return []
+    return [
+        "<h2>Unknown photos</h2>",
+        f'<p class="note">A photo whose features are farther than the threshold from every training photo is answered '
+        f'"unknown" (not a {esc("/".join(classes))} photo?). The threshold accepts {det.accept:.0%} of the validation photos; '
+        "<code>imagefit evaluate RUN OTHER_PHOTOS</code> adds photos from another domain to this figure.</p>",
+        figs.add("unknown", plots.unknown_plot(det.val_scores, det.threshold, others), "unknown-photo scores and threshold"),
+    ]
 
 
 def settings_rows(model_cfg: dict[str, Any], train_cfg: dict[str, Any], resolved: dict[str, Any] | None) -> list[list[str]]:

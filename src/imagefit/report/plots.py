@@ -318,3 +318,34 @@ def lr_find_plot(lrs: Sequence[float], losses: Sequence[float], suggestion: floa
     ax.legend(fontsize=8)
     ax.set_title("learning-rate finder", fontsize=10)
     return _png(fig)
+
+
+def unknown_plot(val_scores: np.ndarray, threshold: float, others: dict[str, np.ndarray] | None = None) -> bytes:
+    """Histogram of the unknown-photo scores of the validation photos (and of other sets), with the threshold line.
+
+    Photos right of the line are answered "unknown". The bars are shares of each
+    set, so a small validation set and a large other-domain set compare.
+    """
+    sets = {"validation (in distribution)": np.asarray(val_scores, dtype=np.float64)}
+    sets.update({k: np.asarray(v, dtype=np.float64) for k, v in (others or {}).items()})
+    top = max([threshold * 1.5, *(float(v.max()) for v in sets.values() if len(v))])
+    bins = np.linspace(0.0, top * 1.02, 41)
+    fig = Figure(figsize=(7.5, 3.6))
+    ax = fig.add_subplot()
+    for (name, v), color in zip(sets.items(), (BLUE, ORANGE, GREEN, RED)):
+        if len(v):
+            flagged = float(np.mean(v > threshold))
+            ax.hist(
+                v,
+                bins=list(bins),
+                weights=list(np.full(len(v), 1.0 / len(v))),
+                color=color,
+                alpha=0.55,
+                label=f"{name}: {flagged:.1%} flagged",
+            )
+    ax.axvline(threshold, color="black", lw=1.5, ls="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("score: cosine distance to the nearest training photo")
+    ax.set_ylabel("share of photos")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
