@@ -36,7 +36,7 @@ from .data.transforms import Preprocess
 from .engines.cpu import PRECISIONS, bf16_supported, default_cpu_engine, importable
 from .engines.runners import OpenVinoRunner, OrtRunner, Runner
 from .errors import ImagefitError, invalid
-from .export import export_onnx
+from .export.graph import export_onnx
 from .paths import cache_root
 
 ENGINES = ("auto", "openvino", "onnx", "torch")
@@ -54,6 +54,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 class PixelModel(nn.Module):
     """uint8 NHWC pixels -> normalized float NCHW -> ``module``."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, module: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
@@ -121,7 +124,7 @@ class Engine:
                 self._export(path)
                 self._runner = self._load(path)
         else:
-            self.model.to(self.device, memory_format=torch.channels_last)
+            self.model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _load(self, path: Path) -> Runner:
         if self.kind == "openvino":
@@ -234,8 +237,34 @@ def cpu_threads() -> int:
     try:
         n = int(raw) if raw else 0
     except ValueError:
-        raise ImagefitError(f"invalid IMAGEFIT_THREADS: received {raw!r}; allowed: a positive integer") from None
+        raise invalid("IMAGEFIT_THREADS", raw, "a positive integer") from None
     return n if n > 0 else (os.cpu_count() or 1)
+
+
+def load_precision(recorded: str | None, engine: str = "auto", device: str = "auto") -> tuple[str, str | None]:
+    """The precision to rebuild a run's engine in, so prediction sees the features its head was trained on.
+
+    Args:
+        recorded: The run record's ``features.precision`` (None for runs saved before it was recorded).
+        engine: The engine asked for (``auto``, ``onnx``, ...).
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        ``(precision, note)``: ``auto`` for old runs or when ``$IMAGEFIT_PRECISION`` overrides
+        every command; ``fp32`` with a one-line note where this machine (or the engine asked for)
+        cannot compute bf16 features; else the recorded precision.
+    """
+    if recorded is None or os.environ.get("IMAGEFIT_PRECISION"):
+        return "auto", None
+    if recorded == "fp32":
+        return "fp32", None
+    # bf16 (OpenVINO on a CPU) or bf16-amp (torch on a GPU): bf16 asks each device for its own kind.
+    if resolve_device(device).type != "cpu":
+        return "bf16", None
+    if engine in ("auto", "openvino") and bf16_supported() and importable("openvino"):
+        return "bf16", None
+    why = f"engine {engine}" if engine not in ("auto", "openvino") else "this CPU or installation (needs bf16 instructions and openvino)"
+    return "fp32", f"note: this model's head was trained on {recorded} features; {why} cannot compute them, using fp32"
 
 
 def model_key(prefix: str, digest: str) -> str:
@@ -243,4 +272,4 @@ def model_key(prefix: str, digest: str) -> str:
     return f"{prefix.replace('/', '_')}-{digest}"
 
 
-__all__ = ["ENGINES", "PRECISIONS", "Engine", "PixelModel", "cpu_threads", "model_key", "resolve_device"]
+__all__ = ["ENGINES", "PRECISIONS", "Engine", "PixelModel", "cpu_threads", "load_precision", "model_key", "resolve_device"]

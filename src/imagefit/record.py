@@ -162,7 +162,7 @@ def _temperature(raw: Any, source: str) -> float:
 # Keys read into typed fields; any other top-level key is kept in RunRecord.extra.
 _KNOWN = (
     "format_version created classes backbone preprocess head temperature config train_counts data metrics "
-    "skipped versions seconds settings ood tracking"
+    "skipped versions seconds settings ood tracking features"
 ).split()
 
 
@@ -194,6 +194,9 @@ class RunRecord:
     format_version: int = FORMAT_VERSION
     ood: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
+    # The engine and precision the head's features were computed in ({"engine": "openvino", "precision": "bf16"}):
+    # prediction rebuilds the same precision (None: a run saved before this was recorded).
+    features: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -223,6 +226,7 @@ class RunRecord:
             "seconds": self.seconds,
             "ood": self.ood,
             "tracking": self.tracking,
+            "features": self.features,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         out.update(self.extra)
@@ -267,6 +271,7 @@ class RunRecord:
             format_version=fv,
             ood=_optional(raw, "ood", dict, "ood", source),
             tracking=_optional(raw, "tracking", dict, "tracking", source),
+            features=_features(raw.get("features"), source),
             extra={k: v for k, v in raw.items() if k not in _KNOWN},
         )
 
@@ -278,6 +283,15 @@ def _config(raw: Any, source: str) -> RunConfig | None:
         return RunConfig.from_dict(raw)
     except ImagefitError as exc:
         raise ArtifactError(f"{source}: config: {exc}") from None
+
+
+def _features(raw: Any, source: str) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    _check(raw, dict, "features", source)
+    for k, v in raw.items():
+        _check(v, str, f"features[{k!r:.40}]", source)
+    return dict(raw)
 
 
 def _counts(raw: Any, source: str) -> dict[str, int] | None:

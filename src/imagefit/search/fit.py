@@ -1,0 +1,103 @@
+"""``imagefit train --budget 5m`` / ``--preset``: run the search, save its winner as a normal run.
+
+The winner is one backbone with a linear head on its frozen features, so the
+run folder is the same as a ``linear`` run's (``load``, ``evaluate``,
+``predict``, ``serve`` and export read it unchanged), plus ``leaderboard.csv``
+and the leaderboard under ``search`` in ``imagefit.json``. Candidates a plain
+run could not reproduce are left out of the search: multi-backbone ensembles
+(no model format for them yet) and flip-averaged prediction (``predict`` does
+not average views unless asked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..config import resolve
+from ..data.load import SkipLog
+from ..errors import ConfigError, invalid
+from ..models.heads import ImageClassifier
+from ..models.registry import create_backbone, get_spec, state_digest
+from .budget import parse_budget
+from .runner import search
+from .sources import FeatureSource
+
+if TYPE_CHECKING:
+    from ..train.session import OpenedRun, Run, RunContext
+
+# Seconds a preset spends when no --budget is given.
+PRESET_BUDGETS = {"fast": 60.0, "good": 300.0, "best": 900.0}
+LEADERBOARD_FILE = "leaderboard.csv"
+
+
+def budget_seconds(budget: str | None, preset: str | None) -> float:
+    """``--budget`` if given, else the preset's budget."""
+    if budget is not None:
+        return parse_budget(budget)
+    if preset not in PRESET_BUDGETS:
+        raise invalid("preset", preset, tuple(PRESET_BUDGETS))
+    return PRESET_BUDGETS[str(preset)]
+
+
+def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.device, start: float) -> Run:
+    """Search within the run's budget, then calibrate and save the winner into ``ctx.out``.
+
+    Raises:
+        ConfigError: under torchrun (the search runs in one process).
+    """
+    from ..train import finish
+    from ..train.head import head_logits
+    from ..train.session import Run
+
+    config = ctx.config
+    if ctx.dist.enabled:
+        raise ConfigError("--budget/--preset runs in one process; start it without torchrun")
+    seconds = budget_seconds(config.train.budget, config.train.preset)
+    ctx.ui.info(f"search: budget {seconds:.0f} s")
+    result = search(
+        ctx.train_set,
+        ctx.val_set,
+        seconds,
+        config.train.seed,
+        engine=engine,
+        device=dev.type,
+        allow_ensembles=False,
+        allow_tta=False,
+        progress=lambda line: ctx.ui.info(f"search: {line}"),
+    )
+    key = result.source
+    ctx.ui.info(f"search: best {result.best.entry.name} ({result.leaderboard.elapsed_s:.1f} s of {seconds:.0f} s)")
+    # The saved config says what the model is: the winner's backbone and input size, a plain linear head.
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, name=key.backbone, hidden=0),
+        data=dataclasses.replace(config.data, img_size=key.img_size),
+    )
+    spec = get_spec(key.backbone)
+    ctx.config = config
+    ctx.settings = dataclasses.replace(resolve(config, spec, dev.type), hidden=0, dropout=0.0)
+    head = result.head()
+    backbone, _ = create_backbone(key.backbone, pretrained=True)
+    digest = state_digest(backbone)
+    src = FeatureSource(key, engine=engine, device=dev.type)
+    skipped = SkipLog()
+    val = src.features(ctx.val_set, ("orig",), skipped)
+    ctx.skipped.extend(result.skipped)
+    if src._engine is not None:
+        ctx.features = {"engine": src._engine.kind, "precision": src._engine.precision}
+    logits = head_logits(head, torch.from_numpy(val.values[:, 0])).float().numpy()
+    val_out = finish.ValidationLogits(logits, val.labels, [ctx.val_set.paths[int(i)] for i in val.indices])
+    cal = finish.calibrate(ctx, val_out)
+    record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
+    record.extra["search"] = result.leaderboard.to_dict()
+    if ctx.dist.is_main:
+        result.leaderboard.write_csv(ctx.out / LEADERBOARD_FILE)
+        finish.save(ctx, ImageClassifier(backbone, head), record, cal, val_out)
+    return Run(ctx.out, cal.metrics, list(ctx.csv.rows), config, ctx.skipped, time.time() - start)
+
+
+__all__ = ["LEADERBOARD_FILE", "PRESET_BUDGETS", "budget_seconds", "fit_search"]

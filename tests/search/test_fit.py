@@ -1,0 +1,48 @@
+"""``--budget`` / ``--preset``: the search's winner saved as a normal run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import imagefit
+from imagefit.errors import ConfigError
+from imagefit.search.fit import LEADERBOARD_FILE, PRESET_BUDGETS, budget_seconds
+
+
+def test_budget_seconds() -> None:
+    assert budget_seconds("90s", None) == 90 and budget_seconds("5m", "best") == 300
+    assert budget_seconds(None, "good") == PRESET_BUDGETS["good"]
+    with pytest.raises(ConfigError, match="invalid preset"):
+        budget_seconds(None, "ultra")
+
+
+def test_budget_run_is_a_normal_run(tmp_path: Path, make_img, cli) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "data"
+    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
+        for i in range(10):
+            make_img(root / name / f"{name}_{i}.png", color, seed=i + (50 if name == "red" else 0))
+    code, out, text = cli("train", root, "--out", tmp_path / "run", "--budget", "5s")
+    assert code == 0, text
+    run = tmp_path / "run"
+    rows = list(csv.DictReader((run / LEADERBOARD_FILE).open()))
+    assert rows and rows[0]["rank"] == "1" and rows[0]["status"] == "ok"
+    meta = json.loads((run / "imagefit.json").read_text())
+    assert meta["search"]["best"] == rows[0]["name"] and meta["search"]["budget_s"] == 5
+    assert meta["config"]["train"]["budget"] == "5s" and meta["head"]["hidden"] == 0
+    model = imagefit.load(run)
+    assert model.evaluate(root)["accuracy"] == 1.0
+    assert {r["label"] for r in model.predict(root / "red").records} == {"red"}
+    assert model.engine.precision == meta["features"]["precision"]
+
+
+def test_budget_refuses_finetune(tmp_path: Path, make_img) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "data"
+    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
+        for i in range(3):
+            make_img(root / name / f"{name}_{i}.png", color, seed=i)
+    with pytest.raises(ConfigError, match="invalid strategy with --budget or --preset"):
+        imagefit.train(root, out=tmp_path / "run", budget="5s", strategy="finetune", progress=False)
