@@ -105,6 +105,24 @@ class OpenVinoRunner:
             self._requests.put(compiled.create_infer_request())
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="imagefit-ov") if self.threads > 1 else None
         self._pid = os.getpid()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One inference from this thread alone, before any concurrent use.
+
+        OpenVINO's Python binding initialises function-local statics on the first
+        ``infer``, and that initialiser waits for the GIL: two threads making their
+        first call at once deadlocked (one held the GIL waiting for the static's guard,
+        the other held the guard waiting for the GIL; seen under torchrun in the suite).
+        """
+        port = self._compiled.input(0)
+        shape = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+        dummy = np.zeros(shape, dtype=port.get_element_type().to_dtype())
+        request = self._requests.get()
+        try:
+            request.infer({0: dummy}, share_inputs=True)
+        finally:
+            self._requests.put(request)
 
     @contextmanager
     def _request(self) -> Iterator[Any]:
