@@ -355,3 +355,40 @@ def test_inspect_augment_preview(capsys, tmp_path: Path, image_folder) -> None:
     assert (tmp_path / "aug.png").is_file() and f"preview: {tmp_path / 'aug.png'}" in out
     code, _, err = run_cli(capsys, "inspect", data, "--augment", "wild")
     assert code == 2 and "invalid augment" in one_error_line(err)
+
+
+def test_inspect_lists_exact_duplicates(capsys, tmp_path: Path, image_folder) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    data = image_folder(n_per_class=3)
+    shutil.copy(data / "red" / "red_0.png", data / "green" / "copy.png")
+    code, out, err = run_cli(capsys, "inspect", data, "--report", tmp_path / "inspect.html")
+    assert code == 0, err
+    assert "duplicates (exact" in out and "1 pair(s): train~train 1 exact + 0 near" in out
+    assert "red_0.png" in out and "copy.png" in out
+    assert (tmp_path / "inspect-duplicates.png").is_file()
+    code, out, _ = run_cli(capsys, "inspect", data, "--json")
+    d = json.loads(out)["duplicates"]
+    assert d["counts"] == {"train~train": {"exact": 1, "near": 0}} and d["near_searched"] is False
+
+
+def test_predict_unknown_options(capsys, tmp_path: Path, trained_run: Path, sample_data: Path) -> None:  # type: ignore[no-untyped-def]
+    import csv
+
+    photos = sample_data / "val" / "cats"
+    code, out, err = run_cli(capsys, "predict", trained_run, photos, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    assert "look unlike the training photos" in out
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["unknown"] for r in rows} <= {"true", "false"} and all(r["unknown_score"] for r in rows)
+    code, out, err = run_cli(capsys, "predict", trained_run, photos, "--out", tmp_path / "q.csv", "--unknown", "off")
+    assert code == 0, err
+    with open(tmp_path / "q.csv", newline="") as f:
+        assert {r["unknown"] for r in csv.DictReader(f)} == {""}
+    code, out, err = run_cli(capsys, "predict", trained_run, photos, "--out", tmp_path / "t.csv", "--unknown-threshold", "0")
+    assert code == 0 and "12 of 12 photo(s) look unlike" in out
+    code, _, err = run_cli(capsys, "predict", trained_run, photos, "--unknown", "maybe")
+    assert code == 2 and "invalid --unknown" in one_error_line(err)
+    code, _, err = run_cli(capsys, "predict", trained_run, photos, "--unknown-accept", "1.5")
+    assert code == 2 and "invalid unknown_accept" in one_error_line(err)
