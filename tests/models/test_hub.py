@@ -136,3 +136,44 @@ def test_catalogue_marks_offline_and_downloads(monkeypatch):
     assert {r.name for r in rows.values() if r.recommended} == set(hub.RECOMMENDED)
     assert hub.resolve_name("convnext_tiny") == "convnext_tiny.fb_in22k_ft_in1k"
     assert hub.local_backbones() == ["lite0", "lite1", "lite2"]
+
+
+def test_registry_resolves_hub_names_and_downloads_on_first_use(server, tmp_path, monkeypatch):
+    """``--model <timm name>`` downloads through hub.ensure_weights, then builds from the cache."""
+    import huggingface_hub.constants
+
+    from imagefit.models.registry import create_backbone, get_spec, weights_available
+
+    url, requests = server
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert not weights_available(NAME)
+    module, spec = create_backbone(NAME)
+    assert spec.name == NAME and any(r.endswith("/model.safetensors") for r in requests)
+    assert weights_available(NAME) and get_spec(NAME).num_features == spec.num_features
+    assert module.num_features == spec.num_features
+
+
+def test_offline_hub_model_is_one_clear_line(cli, tmp_path, make_img):
+    """Offline and not cached: the CLI says so in one error line (exit code of a model error), no traceback."""
+    root = tmp_path / "data"
+    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
+        for i in range(3):
+            make_img(root / name / f"{name}_{i}.png", color, seed=i)
+    code, _, text = cli("train", root, "--out", tmp_path / "run", "--model", "convnext_tiny")
+    assert code != 0 and text.count("error:") == 1 and "Traceback" not in text
+    assert "HF_HUB_OFFLINE" in text and "convnext_tiny.fb_in22k_ft_in1k" in text
+
+
+def test_models_lists_downloads_accuracy_and_recommendations(cli):
+    import json
+
+    code, out, text = cli("models")
+    assert code == 0 and "downloads" in out and "82.9%" in out and "Recommended for transfer learning" in text
+    code, out, _ = cli("models", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["lite0"]["available"] and rows["lite0"]["status"] == "offline"
+    for k in hub.KNOWN[3:]:
+        assert rows[k.name]["top1"] == k.top1 and rows[k.name]["features"] == k.features
+        assert rows[k.name]["status"] in ("offline", f"downloads {k.download_mb} MB")
+    assert {n for n, r in rows.items() if r["recommended"]} == set(hub.RECOMMENDED)

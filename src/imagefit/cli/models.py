@@ -16,7 +16,14 @@ def models(
 ) -> None:
     """Every registered backbone, its input size, and whether its weights are available offline; or one backbone's summary."""
     if name is None:
-        _list()
+        if as_json:
+            import dataclasses
+
+            from ..models.hub import catalogue
+
+            out_json([dataclasses.asdict(row) for row in catalogue()])
+        else:
+            _list()
         return
     from ..config import TrainConfig
     from ..summary import backbone_summary
@@ -30,22 +37,33 @@ def models(
 
 
 def _list() -> None:
+    """Registered backbones, then the hub's transfer backbones: available offline or the download size, ImageNet top-1, features."""
     from rich.table import Table
 
     from ..models import list_backbones, weights_available
+    from ..models.backbones import _pretrained_cfg
+    from ..models.hub import KNOWN, RECOMMENDED, catalogue
 
-    table = Table("name", "input", "features", "weights", "offline")
+    top1 = {k.name: k.top1 for k in KNOWN}
+    table = Table("name", "input", "features", "ImageNet top-1", "weights", "offline")
+    registered = set()
     for spec in list_backbones():
+        registered.add(spec.name)
         scratch = spec.weights.startswith("none")
-        table.add_row(
-            spec.name,
-            str(spec.input_size),
-            str(spec.num_features),
-            spec.weights,
-            "n/a (scratch)" if scratch else ("yes" if weights_available(spec.name) else "no"),
-        )
+        offline = "n/a (scratch)" if scratch else ("yes" if weights_available(spec.name) else "no")
+        acc = f"{top1[spec.name]:.1f}%" if spec.name in top1 else "-"
+        table.add_row(spec.name, str(spec.input_size), str(spec.num_features), acc, spec.weights, offline)
+    for row in catalogue():
+        if row.name in registered:
+            continue
+        cfg = _pretrained_cfg(row.name)
+        size = str(cfg.input_size[-1]) if cfg is not None and getattr(cfg, "input_size", None) else "-"  # type: ignore[attr-defined]
+        acc = f"{row.top1:.1f}%" if row.top1 is not None else "-"
+        note = row.note + (" (recommended)" if row.recommended else "")
+        table.add_row(row.name, size, str(row.features or "-"), acc, note, "yes" if row.available else row.status)
     stdout.print(table)
-    stdout.print("Any timm model name also works (weights from the local Hugging Face cache, or --no-pretrained).")
+    stdout.print(f"Recommended for transfer learning: {', '.join(RECOMMENDED)} (weights download once, then work offline).")
+    stdout.print("Any timm model name also works with --model (safetensors weights from the Hugging Face Hub, or --no-pretrained).")
     stdout.print("`imagefit models NAME` summarizes one: parameters per block, what each strategy trains, preprocessing.")
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from .registry import get_spec, weights_available
+from . import backbones
+from .spec import _REGISTRY
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -134,8 +135,11 @@ def ensure_weights(name: str, *, progress: bool = True, cache_dir: str | Path | 
 
 
 def _locally_available(name: str) -> bool:
+    # Not registry.weights_available: the registry resolves hub names through this module (no import cycle).
     try:
-        return weights_available(name)
+        if name in _REGISTRY:
+            return _REGISTRY[name].available()
+        return backbones.timm_weights_path(resolve_name(name)) is not None
     except Exception:  # an unknown name is simply not available
         return False
 
@@ -191,7 +195,8 @@ def catalogue() -> list[CatalogueRow]:
     for name in cached_timm_models():
         if name not in known:
             try:
-                feats: int | None = get_spec(name).num_features
+                spec = backbones.timm_spec(name)
+                feats: int | None = spec.num_features if spec is not None else None
             except Exception:
                 feats = None
             rows.append(CatalogueRow(name, True, "offline", None, feats, False, "cached timm model"))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from . import backbones
+from . import backbones, hub
 from .spec import _REGISTRY, BackboneSpec, register_backbone
 
 __all__ = ["BackboneSpec", "create_backbone", "create_model", "get_spec", "list_backbones", "register_backbone", "state_digest"]
@@ -28,7 +28,7 @@ def weights_available(name: str) -> bool:
     """Whether ``name``'s pretrained weights can be loaded without a network."""
     if name in _REGISTRY:
         return _REGISTRY[name].available()
-    return backbones.timm_weights_path(name) is not None
+    return backbones.timm_weights_path(hub.resolve_name(name)) is not None
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -39,7 +39,7 @@ def get_spec(name: str) -> BackboneSpec:
     """
     if name in _REGISTRY:
         return _REGISTRY[name].spec
-    spec = backbones.timm_spec(name)
+    spec = backbones.timm_spec(hub.resolve_name(name))  # a short alias (convnext_tiny) -> its timm name and tag
     if spec is None:
         raise ModelError(f"unknown model {name!r}; registered: {', '.join(_REGISTRY)}; or any timm model name (see timm.list_models())")
     return spec
@@ -59,7 +59,10 @@ def create_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, Back
     if name in _REGISTRY:
         module = _REGISTRY[name].build(pretrained)
     else:
-        module = backbones.build_timm(name, pretrained)
+        if pretrained:
+            # Downloads safetensors weights on first use (progress bar; HF_HUB_OFFLINE -> one clear error).
+            hub.ensure_weights(spec.name)
+        module = backbones.build_timm(spec.name, pretrained)
     return module, spec
 
 
