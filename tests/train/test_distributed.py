@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,16 @@ def _history(run: Path) -> list[dict[str, str]]:
 
 
 def _train(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    # Its own session, so a run past the limit is killed with every rank torchrun started
+    # (subprocess.run's timeout kills torchrun alone and leaves the ranks running).
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"training did not finish in 300 s:\n{out[-2000:]}\n{err[-4000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def test_per_rank_batch_splits_evenly() -> None:
