@@ -67,3 +67,25 @@ def test_no_better_than_majority_is_said(accuracy: float, warned: bool) -> None:
     assert bool(said) is warned
     if warned:
         assert "no better than always answering the most common class (0.7500)" in said[0]
+
+
+def test_val_split_0_refits_on_all_photos_for_the_best_epoch_count(data: Path, tmp_path: Path) -> None:
+    run = imagefit.train(data, out=tmp_path / "run", model="simple_cnn", pretrained=False, epochs=6, val_split=0, progress=False)
+    rows = _history(run.path)
+    head = [r for r in rows if r["phase"] == "head"]
+    refit = [r for r in rows if r["phase"] == "refit"]
+    best = min(range(len(head)), key=lambda i: float(head[i]["val_loss"]))
+    assert len(refit) == best + 1 and all(r["val_loss"] == "" for r in refit)
+    record = json.loads((run.path / "imagefit.json").read_text())
+    assert record["settings"]["final_fit"]["epochs"] == best + 1 and record["settings"]["final_fit"]["photos"] == 12
+    assert "first fit" in record["settings"]["final_fit"]["metrics"]
+    assert record["metrics"]["val"]["accuracy"] == run.metrics["accuracy"]  # the first fit's validation metrics
+    assert imagefit.load(run.path).predict([data / "red" / "red_0.png"]).records[0]["label"] in ("red", "green")
+
+
+def test_val_split_0_with_finetune_is_refused_before_work(data: Path, tmp_path: Path) -> None:
+    from imagefit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="val_split 0"):
+        imagefit.train(data, out=tmp_path / "run", strategy="finetune", val_split=0, progress=False)
+    assert not (tmp_path / "run").exists()

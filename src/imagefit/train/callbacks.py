@@ -55,6 +55,10 @@ def _log(trainer: TrainerLike, message: str) -> None:
         log(message)
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def auto_mode(monitor: str) -> str:
     """Keras's ``mode="auto"``: ``max`` for accuracy, AUC and F1 names, ``min`` otherwise."""
     return "max" if ("acc" in monitor or "auc" in monitor or monitor.endswith("f1")) else "min"
@@ -202,7 +206,7 @@ class ReduceLROnPlateau(MonitorCallback):
             if new < old:
                 trainer.set_lr(new)
                 self.reductions.append((epoch, new))
-                _log(trainer, f"{self.monitor} did not improve for {self.wait} epochs: learning rate {old:.2g} -> {new:.2g}")
+                _log(trainer, f"{self.monitor} did not improve for {_epochs(self.wait)}: learning rate {old:.2g} -> {new:.2g}")
             self.wait = 0
             self.cooldown_left = self.cooldown
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..config import MONITOR_MODES, RunConfig
 from ..errors import DataError
 from ..features import Features
 from .callbacks import Callback, ReduceLROnPlateau
@@ -140,3 +142,61 @@ def find_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits, steps: int
     batches = itertools.chain.from_iterable(gen(e) for e in itertools.count())
     lrs, losses = sweep(head, optimizer, batches, steps=steps, class_weights=ctx.class_weights)
     return result(lrs, losses)
+
+
+# -- val_split 0: a final fit on train + validation -----------------------------------------------------
+# The split the first fit uses to choose the epoch count when val_split is 0 (the default split).
+FINAL_FIT_SPLIT = 0.2
+
+
+def first_fit_config(config: RunConfig) -> RunConfig:
+    """The config the first fit runs with when ``val_split`` is 0: the default split, to choose the epochs on."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, val_split=FINAL_FIT_SPLIT))
+
+
+def refit_all(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> dict[str, Any]:
+    """Refit ``head`` from scratch on training + validation features for the first fit's best epoch count.
+
+    Keras/scikit-learn's "final fit": the validation photos chose the epochs,
+    then join the training data. Nothing is left to validate on, so the run's
+    metrics stay the first fit's validation ones. Returns what the record says about it.
+    """
+    t, ps = ctx.config.train, ctx.settings.head
+    assert ps is not None
+    rows = [r for r in ctx.csv.rows if r.get("phase") == "head"]
+    epochs = 1 + int(min(range(len(rows)), key=lambda i: _signed(rows[i], t.monitor))) if rows else ps.epochs
+    views = feats.x_train.shape[1]
+    x = torch.cat([feats.x_train, feats.x_val.unsqueeze(1).expand(-1, views, -1)])
+    y = torch.cat([feats.y_train, feats.y_val])
+    torch.manual_seed(t.seed)
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            m.reset_parameters()
+    optimizer = make_optimizer(t.optimizer, [{"params": list(head.parameters())}], ps.lr, t.weight_decay)
+    trainer = Trainer(
+        head,
+        optimizer,
+        [ctx.csv],
+        seed=t.seed,
+        class_weights=ctx.class_weights,
+        phase="refit",
+        report=ctx.ui.info if ctx.ui.enabled else None,
+        print_every=max(1, epochs // HEAD_ROWS),
+        schedule=make_schedule(t.schedule, optimizer, epochs, -(-len(y) // ps.batch_size)),
+    )
+    ctx.ui.info(f"final fit: the head again on all {len(y)} photos (train + validation) for {epochs} epochs, the best on validation")
+    trainer.fit(shuffled_batches(x, y, ps.batch_size, t.seed), dict, epochs)
+    ctx.ui.info("final fit done: the validation metrics reported are the first fit's (the validation photos are now trained on)")
+    return {
+        "epochs": epochs,
+        "photos": len(y),
+        "metrics": "validation metrics of the first fit, before the validation photos were trained on",
+    }
+
+
+def _signed(row: dict[str, Any], monitor: str) -> float:
+    """A history row's monitor value, as a number to minimize."""
+    value = float(row.get(monitor, float("nan")))
+    if value != value:
+        return float("inf")
+    return -value if MONITOR_MODES[monitor] == "max" else value

@@ -31,6 +31,7 @@ from ..data.load import SkipLog
 from ..data.prepare import prepare_data
 from ..data.transforms import Preprocess
 from ..engine import Engine, model_key, resolve_device
+from ..errors import ConfigError
 from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier
 from ..models.registry import BackboneSpec, create_backbone, get_spec, state_digest
@@ -39,7 +40,7 @@ from ..record import META_FILE, RunRecord
 from ..ui import UI, plain
 from . import finish
 from .distributed import DistInfo, barrier, local_device, setup, teardown
-from .head import FeatureSplits, head_logits, train_head
+from .head import FeatureSplits, first_fit_config, head_logits, refit_all, train_head
 from .images import train_images
 from .session import CHECKPOINT_DIR, STATE_FILE, Run, RunContext, default_out, open_run, seed_everything, write_state
 from .unknown import final_features, fit_unknown, warn_near_copies
@@ -94,8 +95,12 @@ def _fit(
     settings = resolve(config, spec, dev.type)
     for warning in combination_warnings(config, spec):
         ui.warn(warning)
+    final_fit = config.data.val_split == 0  # "train on all data": choose the epochs on a split, then refit on everything
     # Missing or unusable data fails here, before any folder is made.
-    train_set, val_set = prepare_data(opened.data, opened.val, config, out=opened.out, warn=ui.warn, info=lambda line: ui.info(plain(line)))
+    split_config = first_fit_config(config) if final_fit else config
+    train_set, val_set = prepare_data(
+        opened.data, opened.val, split_config, out=opened.out, warn=ui.warn, info=lambda line: ui.info(plain(line))
+    )
     if info.is_main:
         check_writable(opened.out)
         write_state(opened)
@@ -118,8 +123,11 @@ def _fit(
     val_out = _final_logits(ctx, classifier, feats, spec.name, digest, engine, dev)
     cal = finish.calibrate(ctx, val_out)
     finish.warn_if_baseline(ctx, cal)
+    final = refit_all(ctx, head, feats) if final_fit and feats is not None else None
     record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
     record = _unknown_and_copies(ctx, record, feats, classifier, spec.name, digest, engine, dev)
+    if final is not None:
+        record.settings = {**(record.settings or {}), "final_fit": final}
     if info.is_main:
         finish.save(ctx, classifier, record, cal, val_out)
     return Run(opened.out, cal.metrics, list(ctx.csv.rows), config, ctx.skipped, time.time() - start)
@@ -133,6 +141,11 @@ def combination_warnings(config: RunConfig, spec: BackboneSpec) -> list[str]:
     """
     t, d = config.train, config.data
     out: list[str] = []
+    if d.val_split == 0 and t.strategy != "linear":
+        raise ConfigError(
+            "val_split 0 (a final fit on train + validation) refits the head only: use it with --strategy linear, "
+            "or keep a validation split for finetune/full"
+        )
     untrained = spec.weights.startswith("none") or not config.model.pretrained
     if untrained and t.strategy != "full":
         out.append(
