@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagefit.predict_dist import Layout, RankPart, distributed_launch, merge_layout, shard, skip_positions
+from imagefit.predict_dist import Layout, RankPart, chunk, distributed_launch, merge_layout, shard, skip_positions
 
 # What the CLI does under torchrun (see the report to the lead): one error line, from rank 0 only.
 LAUNCHER = """
@@ -100,6 +100,12 @@ def test_merge_of_ranks_without_readable_photos() -> None:
     assert isinstance(layout, Layout)
     assert layout.indices.tolist() == [] and layout.n_features == 0
     assert layout.skipped == [("a.jpg", "empty file")]
+
+
+def test_chunks_are_padded_to_one_shape_even_from_a_rank_without_photos() -> None:
+    values = np.arange(10, dtype=np.float32).reshape(5, 1, 2)
+    assert chunk(values, 4, 3, 1, 2).tolist() == [[[8.0, 9.0]], [[0.0, 0.0]], [[0.0, 0.0]]]
+    assert chunk(np.zeros((0, 1, 0), np.float32), 0, 3, 1, 2).shape == (3, 1, 2)
 
 
 def test_skip_positions_handles_a_file_listed_twice() -> None:

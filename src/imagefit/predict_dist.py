@@ -218,6 +218,18 @@ def _same_files(info: DistInfo, files: list[Path]) -> None:
     _agree(info, problem if info.is_main else None)
 
 
+def chunk(values: np.ndarray, start: int, rows: int, n_views: int, n_features: int) -> np.ndarray:
+    """Rows ``start:start+rows`` of ``values`` padded with zeros to ``rows`` (every rank sends the same shape).
+
+    A rank without readable photos holds ``[0, views, 0]`` features and sends zeros of the common width.
+    """
+    piece = np.zeros((rows, n_views, n_features), np.float32)
+    mine = values[start : start + rows]
+    if len(mine):
+        piece[: len(mine)] = mine
+    return piece
+
+
 def _gather_values(values: np.ndarray, layout: Layout, n_views: int, info: DistInfo) -> np.ndarray | None:
     """Rank 0 receives every rank's feature rows straight into their single-process positions."""
     import torch
@@ -229,9 +241,7 @@ def _gather_values(values: np.ndarray, layout: Layout, n_views: int, info: DistI
     out = np.empty((len(layout.indices), n_views, f), np.float32) if info.is_main else None
     longest = max(len(s) for s in layout.slots)
     for start in range(0, longest, CHUNK_ROWS):
-        piece = np.zeros((CHUNK_ROWS, n_views, f), np.float32)
-        mine = values[start : start + CHUNK_ROWS]
-        piece[: len(mine)] = mine
+        piece = chunk(values, start, CHUNK_ROWS, n_views, f)
         received = [torch.empty_like(torch.from_numpy(piece)) for _ in range(info.world_size)] if info.is_main else None
         dist.gather(torch.from_numpy(piece), received, dst=0)
         if out is not None and received is not None:
