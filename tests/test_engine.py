@@ -139,3 +139,41 @@ def test_engine_refuses_float_input(trained_run: Path) -> None:
     with pytest.raises(ImagefitError, match="uint8"):
         model.engine(np.zeros((1, 3, s, s), np.float32))
     assert isinstance(model.engine, Engine)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "engine", "supported", "expected"),
+    [
+        (None, "auto", True, ("auto", False)),  # a run saved before precision was recorded
+        ("fp32", "auto", True, ("fp32", False)),
+        ("bf16", "auto", True, ("bf16", False)),
+        ("bf16", "auto", False, ("fp32", True)),  # the machine cannot: fp32 with one note
+        ("bf16", "onnx", True, ("fp32", True)),  # the engine asked for cannot
+    ],
+)
+def test_load_precision(recorded, engine, supported, expected, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imagefit import engine as engine_mod
+
+    monkeypatch.delenv("IMAGEFIT_PRECISION", raising=False)
+    monkeypatch.setattr(engine_mod, "bf16_supported", lambda: supported)
+    monkeypatch.setattr(engine_mod, "importable", lambda name: True)
+    precision, note = engine_mod.load_precision(recorded, engine, "cpu")
+    assert (precision, note is not None) == expected
+    if note:
+        assert "\n" not in note and recorded in note and "fp32" in note
+
+
+def test_load_precision_follows_the_environment_override(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imagefit.engine import load_precision
+
+    monkeypatch.setenv("IMAGEFIT_PRECISION", "fp32")
+    assert load_precision("bf16", "auto", "cpu") == ("auto", None)
+
+
+def test_load_precision_respects_an_engine_set_in_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imagefit.engine import load_precision
+
+    monkeypatch.delenv("IMAGEFIT_PRECISION", raising=False)
+    monkeypatch.setenv("IMAGEFIT_ENGINE", "onnx")
+    precision, note = load_precision("bf16", "auto", "cpu")
+    assert precision == "fp32" and note is not None and "onnx" in note

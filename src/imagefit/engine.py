@@ -258,6 +258,8 @@ def load_precision(recorded: str | None, engine: str = "auto", device: str = "au
         return "auto", None
     if recorded == "fp32":
         return "fp32", None
+    if engine == "auto":
+        engine = os.environ.get("IMAGEFIT_ENGINE", "") or "auto"  # as Engine reads it
     # bf16 (OpenVINO on a CPU) or bf16-amp (torch on a GPU): bf16 asks each device for its own kind.
     if resolve_device(device).type != "cpu":
         return "bf16", None
