@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,7 +61,18 @@ def _torchrun(
     args = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     environ = {**os.environ, "OMP_NUM_THREADS": "1", "IMAGEFIT_THREADS": "1", "IMAGEFIT_CACHE": str(tmp_path / "cache-ranks"), **env}
     cmd = [sys.executable, "-m", "torch.distributed.run", *args, str(script), str(run), json.dumps(jobs), *map(str, inputs)]
-    return subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # Its own session, so a run past the limit is killed with every rank torchrun started
+    # (subprocess.run's timeout kills torchrun alone and leaves the ranks running).
+    with subprocess.Popen(
+        cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"torchrun did not finish in 300 s (a hang):\n{out[-2000:]}\n{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture
