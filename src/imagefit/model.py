@@ -251,8 +251,12 @@ class Model:
         metrics["n_skipped"] = len(skipped)
         metrics["skipped"] = skipped.as_list()
         metrics["tta"] = tta
+        scores = self.unknown_scores(values)
+        if scores is not None and self.unknown_detector is not None:
+            # Share of these photos the run's detector calls unknown (about 1 - accept for photos like the training ones).
+            metrics["unknown_share"] = float(np.mean(self.unknown_detector.unknown(scores)))
         paths = [Path(images.paths[int(i)]) for i in idx]
-        return Evaluation(metrics, paths, y, probs_uncal, probs, str(images.source))
+        return Evaluation(metrics, paths, y, probs_uncal, probs, str(images.source), scores)
 
 
 @dataclass
@@ -265,3 +269,4 @@ class Evaluation:
     probs_uncalibrated: np.ndarray  # [N, C] at temperature 1
     probs: np.ndarray  # [N, C] at the run's temperature (what predict returns)
     source: str = ""
+    unknown_scores: np.ndarray | None = None  # [N] unknown-photo scores (None: the run has no detector)

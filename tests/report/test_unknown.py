@@ -24,3 +24,12 @@ def test_training_report_shows_the_scores(trained_run: Path) -> None:
 
 def test_no_section_without_a_detector(tmp_path: Path) -> None:
     assert unknown_section(Figures(tmp_path), tmp_path, None, ["a", "b"]) == []
+
+
+def test_evaluation_report_adds_the_evaluated_photos(trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
+    from imagefit.evaluation import evaluate_run
+
+    res = evaluate_run(trained_run, sample_data / "val", out=tmp_path / "eval.json")
+    html = res.report.read_text()
+    assert "<h2>Unknown photos</h2>" in html and (res.report.parent / "unknown.png").is_file()
+    assert 0.0 <= res.metrics["unknown_share"] <= 0.5

@@ -294,6 +294,9 @@ def write_eval_report(out: Path, meta: RunRecord | dict[str, Any], evaluation: A
     body = _evaluation_sections(
         figs, m, list(record.classes), evaluation.paths, evaluation.labels, evaluation.probs_uncalibrated, evaluation.probs
     )
+    scores = getattr(evaluation, "unknown_scores", None)
+    if scores is not None and run:
+        body += unknown_section(figs, Path(run), record.ood, list(record.classes), {f"evaluated: {evaluation.source}": scores})
     body.append(skipped_section(m.get("skipped") or []))
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit evaluation of {Path(str(run)).name}", subtitle, body))
 
