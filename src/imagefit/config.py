@@ -259,6 +259,11 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
     ann = str(annotation).replace(" ", "")
     members = [m for m in ann.split("|") if m != "None"]
     if len(members) > 1 and value is not None:  # a union such as str | float (``lr``: a number or "auto")
+        if isinstance(value, str) and "float" in members and value != "auto":
+            try:
+                return float(value)  # the CLI passes "--lr 0.001" as text
+            except ValueError:
+                raise invalid(name, value, "a value of type float, or auto") from None
         for member in members:
             try:
                 return _coerce(name, member, value)
