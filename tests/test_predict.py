@@ -174,3 +174,15 @@ def test_damaged_detector_is_refused(ood_model: imagefit.Model, tmp_path: Path, 
     make_img(tmp_path / "in" / "red.png", (220, 40, 40), seed=3)
     with pytest.raises(ArtifactError, match="digest"):
         imagefit.load(tmp_path / "run").predict(tmp_path / "in")
+
+
+@pytest.mark.slow
+def test_cats_dogs_model_flags_clothing_photos(trained_run: Path, real_data: Path) -> None:
+    """The sample cats/dogs run answers "unknown" for real clothing photos and not for most real cats and dogs."""
+    clothing = sorted((real_data.parent / "clothing-small" / "test" / "shoes").glob("*"))[:10]
+    pets = sorted((real_data / "validation" / "cats").glob("*.jpg"))[20:30]
+    model = imagefit.load(trained_run)
+    flagged = [r["unknown"] for r in model.predict(clothing)]
+    kept = [not r["unknown"] for r in model.predict(pets)]
+    assert len(flagged) == 10 and sum(flagged) >= 9
+    assert sum(kept) >= 7
