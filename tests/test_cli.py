@@ -367,6 +367,7 @@ def test_inspect_lists_exact_duplicates(capsys, tmp_path: Path, image_folder) ->
     assert "duplicates (exact" in out and "1 pair(s): train~train 1 exact + 0 near" in out
     assert "red_0.png" in out and "copy.png" in out
     assert (tmp_path / "inspect-duplicates.png").is_file()
+    assert "<h2>Duplicates</h2>" in (tmp_path / "inspect.html").read_text()
     code, out, _ = run_cli(capsys, "inspect", data, "--json")
     d = json.loads(out)["duplicates"]
     assert d["counts"] == {"train~train": {"exact": 1, "near": 0}} and d["near_searched"] is False

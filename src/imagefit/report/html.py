@@ -301,6 +301,25 @@ def write_eval_report(out: Path, meta: RunRecord | dict[str, Any], evaluation: A
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit evaluation of {Path(str(run)).name}", subtitle, body))
 
 
+def duplicates_section(dup: dict[str, Any] | None) -> list[str]:
+    """Duplicate pairs per split pair and the contact sheet (``inspect``'s ``duplicates``); nothing when not searched."""
+    if not dup:
+        return []
+    kinds = "exact and near (cosine &ge; {})".format(dup["threshold"]) if dup.get("near_searched") else "exact only (add --near)"
+    rows = [[k, v["exact"], v["near"]] for k, v in dup["counts"].items()]
+    body = [
+        "<h2>Duplicates</h2>",
+        f'<p class="note">{len(dup["pairs"])} pair(s), {kinds}. A validation or test photo with a copy in train makes '
+        "its accuracy optimistic.</p>",
+    ]
+    if rows:
+        body.append(table(["splits", "exact", "near"], rows))
+    sheet = dup.get("sheet")
+    if sheet and Path(sheet).is_file():
+        body.append(image(Path(sheet).read_bytes(), "duplicate pairs side by side"))
+    return body
+
+
 def write_inspect_report(path: Path, report: dict[str, Any], samples: dict[str, list[Path]]) -> Path:
     """Write ``inspect --report``: the counts table and a per-class sample grid.
 
@@ -327,6 +346,7 @@ def write_inspect_report(path: Path, report: dict[str, Any], samples: dict[str, 
         '<p class="note">One row per class (training split), chosen at random with a fixed seed.</p>',
         figs.add("samples", plots.image_grid(items, cols=per), "sample photos per class"),
     ]
+    body += duplicates_section(report.get("duplicates"))
     for name, s in report["splits"].items():
         body.append(skipped_section(s["unreadable"]).replace("<h2", f'<h2 data-split="{esc(name)}"', 1))
     subtitle = f"<code>{esc(report['data'])}</code>: layout '{esc(report['layout'])}', classes {esc(', '.join(report['classes']))}."
