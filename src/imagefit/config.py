@@ -114,9 +114,7 @@ class TrainConfig:
     head_epochs: int = _opt(DEFAULT_EPOCHS["linear"], "Epochs of finetune's first phase (the head on frozen features).")
     head_lr: float | None = _opt(None, "Learning rate of finetune's first phase (the head on frozen features); default 0.003.")
     batch_size: int | None = _opt(None, "Mini-batch size of the main phase (default: 128 linear; 32 on a CPU, 256 on a GPU for images).")
-    lr: str | float | None = _opt(
-        None, "Learning rate of the main phase, or auto (found by lr-find); default: 0.003 linear, 0.0001 finetune, 0.001 full."
-    )
+    lr: str | float | None = _opt(None, "Main phase's learning rate, or auto (lr-find); default 0.003 linear, 0.0001 finetune, 0.001 full.")
     schedule: str = _opt("plateau", "Learning-rate schedule: plateau (reduce on plateau), cosine, or onecycle (fastai's fit_one_cycle).", SCHEDULES)
     optimizer: str = _opt("adam", "Optimizer (sgd uses momentum 0.9).", OPTIMIZERS)
     weight_decay: float = _opt(0.0, "Weight decay (L2 penalty).")
