@@ -8,6 +8,7 @@ allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,9 @@ AUGMENTS = ("none", "light", "heavy")
 STRATEGIES = ("linear", "finetune", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOADERS = ("auto", "pillow", "device")
+# What a CPU computes the frozen backbone's features in (imagefit.engines.cpu.PRECISIONS; this layer may not import it).
+PRECISIONS = ("auto", "fp32", "bf16")
+PRESETS = ("fast", "good", "best")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 SCHEDULES = ("plateau", "cosine", "onecycle")  # imagefit.train.schedules.SCHEDULES
 FLIPS = ("none", "horizontal", "vertical", "both")
@@ -53,6 +57,9 @@ class DataConfig:
 
     val_split: float = _opt(0.2, "Fraction of the training photos held out for validation when DATA has no validation folder.")
     labels_from_filename: bool = _opt(False, "Take labels from file names (cat.1.jpg) instead of class folders.")
+    filename_label_regex: str | None = _opt(
+        None, "Regular expression giving the label from a file name (group `label`, else group 1); implies labels_from_filename."
+    )
     augment: str = _opt("none", "Augmentation preset for training photos.", AUGMENTS)
     rotation: float | None = _opt(None, "Augmentation: random rotation up to this many degrees (0 to 180); default: the preset's.")
     zoom: float | None = _opt(None, "Augmentation: random zoom in/out by up to this fraction (0 to 0.9); default: the preset's.")
@@ -74,6 +81,8 @@ class DataConfig:
             raise invalid("loader", self.loader, LOADERS)
         if self.workers < 0:
             raise invalid("workers", self.workers, "0 (automatic) or a positive integer")
+        if self.filename_label_regex is not None:
+            _check_label_regex(self.filename_label_regex)
         for knob, (low, high) in AUG_BOUNDS.items():
             value = getattr(self, knob)
             if value is not None and not low <= value <= high:
@@ -86,6 +95,23 @@ class DataConfig:
         return {k: getattr(self, k) for k in (*AUG_BOUNDS, "flip") if getattr(self, k) is not None}
 
 
+def _check_label_regex(pattern: str) -> None:
+    """A label regex must compile and capture the label (group ``label``, else group 1)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise invalid("filename_label_regex", pattern, f"a valid regular expression ({exc})") from None
+    if compiled.groups < 1:
+        raise invalid("filename_label_regex", pattern, "a regular expression with a group capturing the label, e.g. ^([a-z]+)_")
+
+
+def _check_budget(budget: str) -> None:
+    """``90s``, ``10m``, ``1.5h`` or a number of seconds (parsed by :func:`imagefit.search.parse_budget`)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*", budget)
+    if m is None or not float(m.group(1)) > 0:
+        raise invalid("budget", budget, "a positive duration such as 90s, 10m or 1.5h")
+
+
 @dataclass
 class ModelConfig:
     """Which backbone, and the head put on top of it."""
@@ -94,6 +120,9 @@ class ModelConfig:
     pretrained: bool = _opt(True, "Start from pretrained weights (read offline).")
     hidden: int = _opt(0, "Units of a hidden layer in the head; 0 for none (the backbone's default).")
     dropout: float = _opt(0.2, "Dropout before the head's last layer (0 to 0.95).")
+    precision: str = _opt(
+        "auto", "Precision of the backbone's features on a CPU: auto (bf16 where the CPU has AMX, else fp32), fp32 or bf16.", PRECISIONS
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -101,6 +130,8 @@ class ModelConfig:
         if self.hidden < 0:
             raise invalid("hidden", self.hidden, "0 (no hidden layer) or a positive integer")
         bounds.check("dropout", self.dropout, bounds.DROPOUT)
+        if self.precision not in PRECISIONS:
+            raise invalid("precision", self.precision, PRECISIONS)
 
 
 @dataclass
@@ -115,7 +146,9 @@ class TrainConfig:
     head_lr: float | None = _opt(None, "Learning rate of finetune's first phase (the head on frozen features); default 0.003.")
     batch_size: int | None = _opt(None, "Mini-batch size of the main phase (default: 128 linear; 32 on a CPU, 256 on a GPU for images).")
     lr: str | float | None = _opt(None, "Main phase's learning rate, or auto (lr-find); default 0.003 linear, 0.0001 finetune, 0.001 full.")
-    schedule: str = _opt("plateau", "Learning-rate schedule: plateau (reduce on plateau), cosine, or onecycle (fastai's fit_one_cycle).", SCHEDULES)
+    schedule: str = _opt(
+        "plateau", "Learning-rate schedule: plateau (reduce on plateau), cosine, or onecycle (fastai's fit_one_cycle).", SCHEDULES
+    )
     optimizer: str = _opt("adam", "Optimizer (sgd uses momentum 0.9).", OPTIMIZERS)
     weight_decay: float = _opt(0.0, "Weight decay (L2 penalty).")
     unfreeze: float = _opt(0.25, "finetune: fraction of the backbone's blocks to train, or a whole number of blocks.")
@@ -128,6 +161,11 @@ class TrainConfig:
     seed: int = _opt(0, "Random seed (split, shuffling, augmentation).")
     unknown_accept: float = _opt(
         0.95, "Share of validation photos the unknown-photo detector accepts as known; it sets the threshold stored with the run."
+    )
+    mlflow: bool = _opt(False, "log the run to MLflow (also when MLFLOW_TRACKING_URI is set)")
+    budget: str | None = _opt(None, "Search for the most accurate model this time buys (e.g. 90s, 5m, 1.5h); saved as one normal run.")
+    preset: str | None = _opt(
+        None, "Quality preset of the search: fast, good or best (a budget of its own unless --budget is given).", PRESETS
     )
 
     def __post_init__(self) -> None:
@@ -163,6 +201,13 @@ class TrainConfig:
         bounds.check("lr_factor", self.lr_factor, bounds.LR_FACTOR)
         if not (0.0 < self.unknown_accept <= 1.0):
             raise invalid("unknown_accept", self.unknown_accept, "a share of validation photos in (0, 1], e.g. 0.95")
+        if self.budget is not None:
+            _check_budget(self.budget)
+        if self.preset is not None and self.preset not in PRESETS:
+            raise invalid("preset", self.preset, PRESETS)
+        if (self.budget is not None or self.preset is not None) and self.strategy != "linear":
+            # The search fits heads on frozen features; fine-tuning is not one of its candidates yet.
+            raise invalid("strategy with --budget or --preset", self.strategy, "linear")
 
     @property
     def resolved_epochs(self) -> int:

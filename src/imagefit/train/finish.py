@@ -22,6 +22,7 @@ from ..evaluate import calibrated_metrics
 from ..models.spec import BackboneSpec
 from ..paths import atomic_write_json
 from ..record import BackboneInfo, DataInfo, HeadInfo, RunRecord
+from ..tracking import log_run_end
 from ..ui import UI, plain
 from .session import OpenedRun, RunContext
 
@@ -96,6 +97,7 @@ def build_record(
         skipped=ctx.skipped.as_list(),
         versions=versions(),
         seconds=round(time.time() - start, 2),
+        features=ctx.features,
     )
 
 
@@ -109,6 +111,7 @@ def save(ctx: RunContext, classifier: nn.Module, record: RunRecord, cal: Calibra
             ctx.ui.info(f"  {plain(p)}: {plain(r)}")  # file names may hold "[/]" or non-UTF-8 bytes
     write_report(out, record.to_dict(), cal, list(ctx.csv.rows), val, ctx.ui)
     save_run(out, classifier, record)
+    log_run_end(ctx.trackers, out, cal.metrics)
 
 
 def write_report(out: Path, meta: dict[str, Any], cal: Calibrated, history: list[dict[str, Any]], val: ValidationLogits, ui: UI) -> None:

@@ -42,7 +42,7 @@ from . import finish
 from .distributed import DistInfo, barrier, local_device, setup, teardown
 from .head import FeatureSplits, first_fit_config, head_logits, refit_all, train_head
 from .images import train_images
-from .session import CHECKPOINT_DIR, STATE_FILE, Run, RunContext, default_out, open_run, seed_everything, write_state
+from .session import CHECKPOINT_DIR, STATE_FILE, Run, RunContext, default_out, mlflow_choice, open_run, seed_everything, write_state
 from .unknown import final_features, fit_unknown, warn_near_copies
 
 # Old import paths, kept until every caller uses the new ones (imagefit/__init__.py, api.py, interpret.py, tests).
@@ -91,6 +91,7 @@ def _fit(
     # --resume on a finished run with --epochs N: N more epochs of its last phase (Keras's "fit again").
     more = config.train.epochs if resume and config.train.epochs and (opened.out / META_FILE).is_file() else 0
     config = opened.config
+    mlflow_choice(config.train.mlflow)  # --mlflow without the mlflow package fails before any folder is made
     spec = get_spec(config.model.name)  # an unknown model fails before any folder is made
     settings = resolve(config, spec, dev.type)
     for warning in combination_warnings(config, spec):
@@ -107,6 +108,10 @@ def _fit(
     seed_everything(config.train.seed)
     ui.info(f"data: {len(train_set)} train / {len(val_set)} validation images, classes {train_set.classes} -> {opened.out}")
     ctx = RunContext(config, settings, opened.out, ui, train_set, val_set, info, resume)
+    if config.train.budget or config.train.preset:
+        from ..search.fit import fit_search  # the search saves its winner as a normal linear run
+
+        return fit_search(ctx, opened, engine, dev, start)
     ctx.more_epochs = more or 0
     backbone, _ = create_backbone(config.model.name, pretrained=config.model.pretrained)
     head = Head(spec.num_features, len(train_set.classes), hidden=settings.hidden, dropout=settings.dropout)
@@ -169,7 +174,7 @@ def _head_features(ctx: RunContext, backbone: nn.Module, name: str, engine: str,
     """Features of every training (with the flip view when augmenting) and validation photo, from the cache when there."""
     pre, info, train_set, val_set = ctx.settings.preprocess, ctx.dist, ctx.train_set, ctx.val_set
     digest = state_digest(backbone)
-    eng = _engine(backbone, pre, model_key(name, digest), engine, dev, info)
+    eng = _engine(ctx, backbone, pre, model_key(name, digest), engine, dev)
     cache = FeatureCache.for_backbone(digest, pre)
     views = ("orig", "flip") if ctx.config.data.augment != "none" else ("orig",)
     workers = ctx.config.data.workers or None
@@ -199,9 +204,7 @@ def _unknown_and_copies(
 ) -> RunRecord:
     """Warn about validation photos copied from train, and add the unknown-photo detector to the record."""
     key = model_key(name, digest)
-    train, val = final_features(
-        ctx, feats, lambda: _engine(classifier.backbone, ctx.settings.preprocess, key, engine, dev, ctx.dist), digest
-    )
+    train, val = final_features(ctx, feats, lambda: _engine(ctx, classifier.backbone, ctx.settings.preprocess, key, engine, dev), digest)
     warn_near_copies(ctx, train, val)
     return dataclasses.replace(record, ood=fit_unknown(ctx, train, val, save=ctx.dist.is_main))
 
@@ -216,7 +219,7 @@ def _final_logits(
         indices = feats.val_indices
         logits, y = head_logits(classifier.head, feats.x_val).float().numpy(), feats.y_val.numpy()
     else:
-        eng = _engine(classifier.backbone, pre, model_key(name, digest), engine, dev, ctx.dist)
+        eng = _engine(ctx, classifier.backbone, pre, model_key(name, digest), engine, dev)
         val_skipped = SkipLog()
         fva = extract(val_set.paths, eng, pre, val_skipped, cache=FeatureCache.for_backbone(digest, pre))
         # With --strategy full no earlier pass listed the unreadable validation
@@ -228,10 +231,17 @@ def _final_logits(
     return finish.ValidationLogits(logits, y, [val_set.paths[int(i)] for i in indices])
 
 
-def _engine(backbone: nn.Module, pre: Preprocess, key: str, engine: str, dev: torch.device, info: DistInfo) -> Engine:
-    """An inference engine; under DDP rank 0 exports the ONNX graph first so ranks never race on it."""
+def _engine(ctx: RunContext, backbone: nn.Module, pre: Preprocess, key: str, engine: str, dev: torch.device) -> Engine:
+    """An inference engine in the run's precision; under DDP rank 0 exports the ONNX graph first so ranks never race on it.
+
+    Its engine and precision go into the run record, so prediction computes the features the head was trained on.
+    """
+    info, precision = ctx.dist, ctx.config.model.precision
     if not info.enabled or dev.type == "cuda":
-        return Engine(backbone, pre, key, engine, str(dev))
-    eng = Engine(backbone, pre, key, engine, str(dev)) if info.is_main else None
-    barrier(info)
-    return eng or Engine(backbone, pre, key, engine, str(dev))
+        eng = Engine(backbone, pre, key, engine, str(dev), precision=precision)
+    else:
+        first = Engine(backbone, pre, key, engine, str(dev), precision=precision) if info.is_main else None
+        barrier(info)
+        eng = first or Engine(backbone, pre, key, engine, str(dev), precision=precision)
+    ctx.features = {"engine": eng.kind, "precision": eng.precision}
+    return eng

@@ -7,6 +7,7 @@ the data paths) marks it as one ``--resume`` continues.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from ..data.load import SkipLog
 from ..errors import ArtifactError, ConfigError, OutputError
 from ..paths import atomic_write_bytes, atomic_write_json
 from ..record import META_FILE
+from ..tracking import run_loggers
 from ..ui import UI
 from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
 from .distributed import DistInfo
@@ -129,6 +131,9 @@ class RunContext:
         # Epochs to add to a finished run's last phase (``train --resume --out RUN --epochs N``); 0 otherwise.
         self.more_epochs = 0
         self.csv = CSVLogger(out / "history.csv", enabled=dist.is_main)
+        self.trackers = run_loggers(out, config.to_dict(), mlflow=mlflow_choice(config.train.mlflow), enabled=dist.is_main)
+        # The engine and precision the head's features came from (``RunRecord.features``), set by the run.
+        self.features: dict[str, str] | None = None
         t = config.train
         self.class_weights = class_weights(train_set.labels, len(train_set.classes)) if t.class_weights else None
 
@@ -157,7 +162,24 @@ class RunContext:
             EarlyStopping(t.monitor, patience=t.patience, mode=mode, restore_best=True, baseline=baseline),
             ModelCheckpoint(save_best, t.monitor, mode=mode, baseline=baseline),
             self.csv,
+            *self.trackers,
         ]
+
+
+def mlflow_choice(flag: bool) -> bool | None:
+    """What :func:`~imagefit.tracking.run_loggers` gets for ``--mlflow``.
+
+    ``--mlflow`` without the mlflow package is one clear error (raised before any
+    folder is made); without ``--mlflow``, None follows ``MLFLOW_TRACKING_URI``
+    where mlflow is installed, and a stray variable without it changes nothing.
+
+    Raises:
+        ConfigError: ``--mlflow`` and mlflow is not installed.
+    """
+    installed = importlib.util.find_spec("mlflow") is not None
+    if flag and not installed:
+        raise ConfigError("--mlflow needs the mlflow package: pip install 'imagefit[mlflow]'")
+    return True if flag else (None if installed else False)
 
 
 def class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
