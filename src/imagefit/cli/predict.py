@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,7 +57,11 @@ def predict(
         typer.Option(help="Or: set the threshold to accept this share of the run's validation photos (the run's default is 0.95)."),
     ] = None,
 ) -> None:
-    """Predict images; writes path, label, one (calibrated) probability column per class, and whether each photo looks unknown."""
+    """Predict images; writes path, label, one (calibrated) probability column per class, and whether each photo looks unknown.
+
+    Under ``torchrun --nproc-per-node N -m imagefit predict ...`` the photos are shared out over
+    the ranks and rank 0 writes the one CSV, identical to a single process's.
+    """
     from ..errors import invalid
     from ..ood import check_unknown_options
 
@@ -65,26 +69,32 @@ def predict(
         raise invalid("--unknown", unknown, ["on", "off"])
     check_unknown_options(unknown_threshold, unknown_accept)
 
-    import imagefit
-    from imagefit.predict import predict_files
+    from ..predict_dist import PeerAbort, predict_distributed
 
-    model = imagefit.load(run)
-    res = predict_files(
-        model,
-        list(paths),
-        out,
-        tta=tta,
-        clip=clip,
-        kaggle=kaggle,
-        report=report,
-        progress=True,
-        unknown=unknown == "on",
-        unknown_threshold=unknown_threshold,
-        unknown_accept=unknown_accept,
-    )
+    try:
+        res = predict_distributed(
+            run,
+            list(paths),
+            out,
+            tta=tta,
+            clip=clip,
+            kaggle=kaggle,
+            report=report,
+            progress=True,
+            unknown=unknown == "on",
+            unknown_threshold=unknown_threshold,
+            unknown_accept=unknown_accept,
+        )
+    except PeerAbort as exc:
+        raise SystemExit(exc.exit_code) from None  # rank 0 prints the one error line
+    if res is not None:  # None: a torchrun rank other than 0, which writes and prints nothing
+        _print_result(res, kaggle=kaggle, unknown=unknown == "on")
+
+
+def _print_result(res: Any, *, kaggle: bool, unknown: bool) -> None:
     print_skipped(res.predictions.skipped.as_list())
     preds = res.predictions
-    if not kaggle and unknown == "on":
+    if not kaggle and unknown:
         if preds.unknown_scores is None:
             console.print("[yellow]unknown: not available (this run was trained without an unknown-photo detector)[/]")
         else:
@@ -93,7 +103,8 @@ def predict(
     if kaggle:
         if res.missing:
             console.print(f"[yellow]{len(res.missing)} unreadable photo(s) got the uniform probability so that every id has a row[/]")
-        what = f"label = P({model.classes[1]})" if len(model.classes) == 2 else "one probability column per class"
+        classes = preds.classes
+        what = f"label = P({classes[1]})" if len(classes) == 2 else "one probability column per class"
         stdout.print(f"{res.rows} rows ({what}) -> {res.csv}")
     else:
         stdout.print(f"{res.rows} predictions -> {res.csv}")

@@ -29,7 +29,8 @@ PAGE = Path(__file__).resolve().parent.parent / "web"
 VENDOR = PAGE / "vendor"
 # What the page needs from the onnxruntime-web npm package's dist/ folder.
 RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-PAGE_FILES = ("index.html", "app.js", "style.css")
+# The page's own files, and the served page's style sheet: one look for both pages, written once.
+PAGE_FILES = {"index.html": PAGE / "index.html", "app.js": PAGE / "app.js", "style.css": PAGE.parent / "serve" / "static" / "style.css"}
 
 
 def vendored_runtime(vendor: Path = VENDOR) -> dict[str, Path]:
@@ -82,8 +83,8 @@ def write_site(graph: onnx.ModelProto, model: Any, out: Path) -> Path:
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for name in PAGE_FILES:
-            shutil.copyfile(PAGE / name, tmp / name)
+        for name, source in PAGE_FILES.items():
+            shutil.copyfile(source, tmp / name)
         (tmp / "model.onnx").write_bytes(data)
         (tmp / "model.js").write_text(_js_assign("IMAGEFIT_MODEL", info), encoding="utf-8")
         (tmp / "ort-runtime.js").write_text(ort_js + "\n" + _js_assign("IMAGEFIT_ORT", wasm), encoding="utf-8")
