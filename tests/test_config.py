@@ -137,7 +137,8 @@ def test_from_dict_partial_and_int_for_float() -> None:
         ({"data": {"val_split": [0.2]}}, r"data\.val_split: received \[0\.2\]"),
         (
             {"data": {"colour": 1}},
-            r"invalid data option: received 'colour'; allowed: augment, img_size, labels_from_filename, loader, val_split, workers",
+            r"invalid data option: received 'colour'; allowed: augment, brightness, filename_label_regex, flip, img_size, "
+            r"labels_from_filename, loader, rotation, shear, shift, val_split, workers, zoom",
         ),
         ({"train": {"strategy": "sideways"}}, r"strategy: received 'sideways'"),
     ],
@@ -154,9 +155,19 @@ def test_from_dict_optional_none_allowed() -> None:
 
 # -- every field documented, settings resolved once ---------------------------------------
 def test_every_field_has_help_and_choices_match() -> None:
-    from imagefit.config import AUGMENTS, LOADERS, MONITORS, OPTIMIZERS, STRATEGIES
+    from imagefit.config import AUGMENTS, FLIPS, LOADERS, MONITORS, OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES, STRATEGIES
 
-    choices = {"augment": AUGMENTS, "loader": LOADERS, "monitor": MONITORS, "optimizer": OPTIMIZERS, "strategy": STRATEGIES}
+    choices = {
+        "augment": AUGMENTS,
+        "flip": FLIPS,
+        "loader": LOADERS,
+        "monitor": MONITORS,
+        "optimizer": OPTIMIZERS,
+        "precision": PRECISIONS,
+        "preset": PRESETS,
+        "schedule": SCHEDULES,
+        "strategy": STRATEGIES,
+    }
     for sub in (RunConfig, DataConfig, ModelConfig, TrainConfig):
         for f in dataclasses.fields(sub):
             assert f.metadata.get("help"), f"{sub.__name__}.{f.name} has no help text"
