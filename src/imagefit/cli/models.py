@@ -45,7 +45,8 @@ def _list() -> None:
     from ..models.hub import KNOWN, RECOMMENDED, catalogue
 
     top1 = {k.name: k.top1 for k in KNOWN}
-    table = Table("name", "input", "features", "ImageNet top-1", "weights", "offline")
+    table = Table("name", "input", "features", "ImageNet top-1", "weights")
+    table.add_column("offline", no_wrap=True)  # "downloads 114 MB" / "n/a (scratch)" read as one phrase
     registered = set()
     for spec in list_backbones():
         registered.add(spec.name)
