@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install web-vendor browser demo test test-fast bench clean
+.PHONY: install web-vendor browser demo lint test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,14 @@ browser:
 	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1))) || \
 	  echo "note: chromium/chromedriver not installed; browser tests will be skipped"
 
-# Everything CI runs: the fast suite, then the slow real-photo tests.
-test: install browser
+# Lint and format check (ruff) and types (mypy, on src/): before the tests, so CI fails fast on them.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+# Everything CI runs: lint, the fast suite, then the slow real-photo tests.
+test: install browser lint
 	$(PY) -m pytest -q -m "not slow"
 	$(PY) -m pytest -q -m slow
 

@@ -163,8 +163,8 @@ def test_lr_auto_and_schedule_round_trip_through_json() -> None:
 
 def test_nonsense_combinations_warn() -> None:
     from imagefit.config import RunConfig
-    from imagefit.train.run import combination_warnings
     from imagefit.models.registry import get_spec
+    from imagefit.train.run import combination_warnings
 
     warns = combination_warnings(RunConfig.from_options(model="simple_cnn"), get_spec("simple_cnn"))
     assert len(warns) == 1 and "random filters" in warns[0] and "--strategy full" in warns[0]

@@ -82,14 +82,14 @@ class Preprocess:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Preprocess:
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            int(d["input_size"]),  # type: ignore[arg-type]
-            tuple(float(x) for x in d["mean"]),  # type: ignore[arg-type, union-attr]
-            tuple(float(x) for x in d["std"]),  # type: ignore[arg-type, union-attr]
+            int(d["input_size"]),
+            tuple(float(x) for x in d["mean"]),  # type: ignore[arg-type]
+            tuple(float(x) for x in d["std"]),  # type: ignore[arg-type]
             str(d.get("interpolation", "bicubic")),
-            float(d.get("crop_pct", 0.875)),  # type: ignore[arg-type]
+            float(d.get("crop_pct", 0.875)),
         )
 
     # -- eval path ---------------------------------------------------------

@@ -17,6 +17,7 @@ import functools
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -158,7 +159,7 @@ def timm_weights_path(name: str) -> Path | None:
     return Path(found) if isinstance(found, (str, os.PathLike)) else None
 
 
-def _pretrained_cfg(name: str) -> object | None:
+def _pretrained_cfg(name: str) -> Any:
     import timm
 
     try:
@@ -197,7 +198,7 @@ def timm_spec(name: str) -> BackboneSpec | None:
         crop_pct=crop,
         # What forward() returns with num_classes=0: MobileNetV3/V4, GhostNet... add a conv head after
         # pooling, so their output width is head_hidden_size, not num_features.
-        num_features=int(getattr(model, "head_hidden_size", None) or model.num_features),
+        num_features=int(getattr(model, "head_hidden_size", None) or model.num_features),  # type: ignore[arg-type]
         weights=f"Hugging Face {getattr(cfg, 'hf_hub_id', '') or 'none'} (local cache)",
         description=f"timm {arch}",
     )
