@@ -86,12 +86,18 @@ def test_openvino_engine_agrees_with_torch_in_a_child_process(trained_run: Path,
     assert got["order"] < 1e-5 and got["distinct"] and got["shape"] == [7, model.meta["backbone"]["num_features"]]
 
 
-def test_auto_engine_on_cpu_is_this_cpus_default(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_engine_on_cpu_is_this_cpus_default(trained_run: Path) -> None:
     # OpenVINO bf16 where the CPU has AMX, ONNX Runtime fp32 elsewhere (tests/engines/test_cpu.py).
-    monkeypatch.delenv("IMAGEFIT_ENGINE", raising=False)
-    monkeypatch.delenv("IMAGEFIT_PRECISION", raising=False)
-    engine = imagefit.load(trained_run).engine
-    assert (engine.kind, engine.precision) == default_cpu_engine()
+    # In a child process: OpenVINO stays out of the pytest process (see tests/conftest.py).
+    env = {k: v for k, v in os.environ.items() if k not in ("IMAGEFIT_ENGINE", "IMAGEFIT_PRECISION")}
+    # A loaded model keeps the precision it was trained with (this run: the suite's fp32), so ask for a new engine.
+    script = (
+        "import sys, imagefit; from imagefit.engine import Engine; m = imagefit.load(sys.argv[1]); "
+        "e = Engine(lambda: m.backbone, m.preprocess, 'auto-default-test', 'auto'); print(e.kind, e.precision)"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(trained_run)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert tuple(done.stdout.split()[-2:]) == default_cpu_engine()
 
 
 @pytest.mark.parametrize("threads", ["1", "3"])
@@ -155,6 +161,7 @@ def test_load_precision(recorded, engine, supported, expected, monkeypatch) -> N
     from imagefit import engine as engine_mod
 
     monkeypatch.delenv("IMAGEFIT_PRECISION", raising=False)
+    monkeypatch.delenv("IMAGEFIT_ENGINE", raising=False)  # the suite's own choice (tests/conftest.py)
     monkeypatch.setattr(engine_mod, "bf16_supported", lambda: supported)
     monkeypatch.setattr(engine_mod, "importable", lambda name: True)
     precision, note = engine_mod.load_precision(recorded, engine, "cpu")

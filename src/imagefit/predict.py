@@ -78,8 +78,9 @@ class Predictions:
         w = csv.writer(buf)
         w.writerow(["path", "label", *[f"prob_{c}" for c in self.classes], "unknown", "unknown_score", "error"])
         for r in self.records:
-            flag = "" if r["unknown"] is None else str(r["unknown"]).lower()
-            score = "" if r["unknown_score"] is None else f"{r['unknown_score']:.6f}"
+            # Records built by hand (or by an older imagefit) may lack the detector's fields.
+            flag = "" if r.get("unknown") is None else str(r["unknown"]).lower()
+            score = "" if r.get("unknown_score") is None else f"{r['unknown_score']:.6f}"
             w.writerow([r["path"], r["label"], *[f"{r['probabilities'][c]:.6f}" for c in self.classes], flag, score, ""])
         for p, reason in self.skipped.items:
             w.writerow([p, "", *["" for _ in self.classes], "", "", reason])

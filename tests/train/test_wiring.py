@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,13 +43,28 @@ def test_fp32_features_are_recorded_and_rebuilt_on_load(data: Path, tmp_path: Pa
     assert len(model.predict(data / "red").records) == 6
 
 
+_BF16_SCRIPT = """
+import json, sys
+import imagefit
+data, out = sys.argv[1], sys.argv[2]
+run = imagefit.train(data, out=out, model="simple_cnn", epochs=3, progress=False, precision="bf16")
+meta = json.loads((run.path / "imagefit.json").read_text())
+model = imagefit.load(out)
+print(json.dumps({"features": meta["features"], "loaded": [model.engine.kind, model.engine.precision]}))
+"""
+
+
 @pytest.mark.skipif(not (bf16_supported() and importable("openvino")), reason="needs a CPU with bf16 and openvino")
-def test_bf16_features_are_recorded_and_rebuilt_on_load(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("IMAGEFIT_PRECISION", raising=False)
-    meta = _train(data, tmp_path / "run", precision="bf16")
-    assert meta["features"] == {"engine": "openvino", "precision": "bf16"}
-    model = imagefit.load(tmp_path / "run")
-    assert (model.engine.kind, model.engine.precision) == ("openvino", "bf16")
+def test_bf16_features_are_recorded_and_rebuilt_on_load(data: Path, tmp_path: Path) -> None:
+    # In a child process: OpenVINO stays out of the pytest process (see tests/conftest.py).
+    env = {k: v for k, v in os.environ.items() if k not in ("IMAGEFIT_ENGINE", "IMAGEFIT_PRECISION")}
+    done = subprocess.run(
+        [sys.executable, "-c", _BF16_SCRIPT, str(data), str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["features"] == {"engine": "openvino", "precision": "bf16"}
+    assert got["loaded"] == ["openvino", "bf16"]
 
 
 def test_bf16_run_falls_back_to_fp32_with_a_note(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
