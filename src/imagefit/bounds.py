@@ -74,6 +74,12 @@ LR = Range(0.0, 10.0, low_open=True)
 LR_FACTOR = Range(0.0, 1.0, low_open=True)
 
 
+# Cosine similarity of mirror-invariant backbone features from which two photos count as the
+# same picture (imagefit.duplicates); set on generated copies of real photos (bench/duplicates.py).
+# Here, free of numpy, so that the CLI can show it as a default without loading numpy.
+NEAR_THRESHOLD = 0.88
+
+
 def is_number(value: object) -> bool:
     """A finite int or float that is not a bool (JSON's ``true`` is no number)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

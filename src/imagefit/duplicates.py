@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .bounds import NEAR_THRESHOLD
 from .ood import normalize
 
-NEAR_THRESHOLD = 0.88
 _BLOCK = 2048
 
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..bounds import NEAR_THRESHOLD
 from ..config import AUGMENTS
-from ..duplicates import NEAR_THRESHOLD
 from ..errors import invalid
 from ._common import out_json, print_skipped, stdout
 
