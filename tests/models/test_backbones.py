@@ -12,11 +12,29 @@ from safetensors.torch import save_file
 from imagefit.data.load import load_image
 from imagefit.errors import ModelError
 from imagefit.models import backbones, create_backbone, get_spec, weights_available
-from imagefit.models.backbones import lite_imagenet_classifier, lite_weights_file, load_lite_state
+from imagefit.models.backbones import _LITE, lite_weights_file, load_lite_state
 
 # ImageNet-1k: 281-285 are domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian); 151-268 are dogs.
 CAT_CLASSES = range(281, 286)
 DOG_CLASSES = range(151, 269)
+
+
+def lite_imagenet_classifier(name: str) -> torch.nn.Module:
+    """The full 1000-class ImageNet EfficientNet-Lite, classifier included.
+
+    Used to prove that the positional key mapping is right (a cat photo must
+    come out as an ImageNet cat class).
+    """
+    import timm
+
+    arch = _LITE[name][0]
+    path = lite_weights_file(name)
+    if path is None:
+        raise ModelError(f"package for {name} is not installed")
+    model = timm.create_model(arch, pretrained=False, num_classes=1000)
+    src = list(torch.load(path, map_location="cpu", weights_only=True).values())
+    model.load_state_dict(dict(zip(list(model.state_dict()), src)))
+    return model.eval()
 
 
 @pytest.fixture(scope="module")

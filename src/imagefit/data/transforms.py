@@ -182,18 +182,6 @@ class Preprocess:
         """Eval transform: resize, center crop, normalize (float32 CHW)."""
         return self.normalize(self.pixels(img))
 
-    def torchvision_eval(self) -> T.Compose:
-        """The same eval transform built from torchvision (reference for tests)."""
-        T = _torchvision_transforms()
-        return T.Compose(
-            [
-                T.Resize(self.resize_size, interpolation=T.InterpolationMode(self.interpolation)),
-                T.CenterCrop(self.input_size),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
-
     # -- train path --------------------------------------------------------
     def train_transform(
         self,

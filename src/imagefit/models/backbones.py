@@ -225,22 +225,3 @@ def build_timm(name: str, pretrained: bool) -> nn.Module:
             "or train from scratch with --no-pretrained"
         )
     return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)})
-
-
-def lite_imagenet_classifier(name: str) -> nn.Module:
-    """The full 1000-class ImageNet EfficientNet-Lite, classifier included.
-
-    Used to prove that the positional key mapping is right (a cat photo must
-    come out as an ImageNet cat class).
-    """
-    import timm
-
-    arch = _LITE[name][0]
-    path = lite_weights_file(name)
-    if path is None:
-        raise ModelError(f"package for {name} is not installed")
-    model = timm.create_model(arch, pretrained=False, num_classes=1000)
-    src = list(torch.load(path, map_location="cpu", weights_only=True).values())
-    keys = list(model.state_dict())
-    model.load_state_dict(dict(zip(keys, src)))
-    return model.eval()

@@ -112,7 +112,10 @@ def ensure_weights(name: str, *, progress: bool = True, cache_dir: str | Path | 
     if isinstance(found, (str, os.PathLike)):
         return Path(found)
     if offline():
-        raise ModelError(f"{name}: weights are not in the local Hugging Face cache and HF_HUB_OFFLINE is set; unset it to download {repo}")
+        raise ModelError(
+            f"{name}: weights are not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"unset it to download {repo}, or train from scratch with --no-pretrained"
+        )
     (enable_progress_bars if progress else disable_progress_bars)()
     try:
         path = hf_hub_download(
