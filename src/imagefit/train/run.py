@@ -42,11 +42,10 @@ from . import finish
 from .distributed import DistInfo, barrier, local_device, setup, teardown
 from .head import FeatureSplits, first_fit_config, head_logits, refit_all, train_head
 from .images import train_images
-from .session import CHECKPOINT_DIR, STATE_FILE, Run, RunContext, default_out, mlflow_choice, open_run, seed_everything, write_state
+from .session import Run, RunContext, mlflow_choice, open_run, seed_everything, write_state
 from .unknown import final_features, fit_unknown, warn_near_copies
 
-# Old import paths, kept until every caller uses the new ones (imagefit/__init__.py, api.py, interpret.py, tests).
-__all__ = ["CHECKPOINT_DIR", "STATE_FILE", "Run", "check_writable", "default_out", "fit", "prepare_data"]
+__all__ = ["combination_warnings", "fit"]
 
 
 def fit(
