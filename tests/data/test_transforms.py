@@ -241,3 +241,28 @@ def test_knob_bounds_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="invalid flip"):
         DataConfig(flip="diagonal")
     assert DataConfig(zoom=0.2, flip="both").augment_knobs() == {"zoom": 0.2, "flip": "both"}
+
+
+def test_pixels_run_torch_single_threaded_in_worker_threads_only():
+    """A worker thread resamples with one torch thread (the others' cores run inference); the main thread keeps its count."""
+    import threading
+
+    pre = Preprocess(32, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)
+    img = np.random.default_rng(0).integers(0, 255, (60, 50, 3), dtype=np.uint8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+
+        def work() -> None:
+            pre.pixels(img)
+            seen.append(torch.get_num_threads())
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        pre.pixels(img)
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,7 @@ checks the two agree pixel for pixel within two levels.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,9 @@ from ..errors import invalid
 if TYPE_CHECKING:
     import torch
     from torchvision import transforms as T
+
+# Per-thread flag: this worker thread already runs torch single-threaded (see _one_torch_thread).
+_LOCAL = threading.local()
 
 # Filters torch resamples with Pillow's antialiasing filter (the fast path of Preprocess.pixels).
 _TORCH_MODES = ("bicubic", "bilinear")
@@ -143,6 +147,8 @@ class Preprocess:
         import torch
         from torch.nn import functional as F
 
+        if x.device.type == "cpu":
+            _one_torch_thread()
         mode = self.interpolation if self.interpolation in _TORCH_MODES else "bilinear"
         if uint8_kernel is None:
             uint8_kernel = x.device.type == "cpu"
@@ -238,6 +244,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "light": {**_NONE, "flip": "horizontal"},
     "heavy": {**_NONE, "rotation": 40.0, "zoom": 0.2, "shift": 0.2, "shear": math.degrees(0.2), "flip": "horizontal"},
 }
+
+
+def _one_torch_thread() -> None:
+    """Resample single-threaded in worker threads (once per thread; the main thread is left alone).
+
+    Photos are resized one per worker thread while other photos run through the
+    engine on the other cores; torch's intra-op threads there only contend with
+    that inference (OpenMP's thread count is per calling thread, so this leaves
+    the main thread's training alone). Measured: bench/predict.py, BENCHMARKS.md.
+    """
+    if getattr(_LOCAL, "single", False) or threading.current_thread() is threading.main_thread():
+        return
+    import torch
+
+    torch.set_num_threads(1)
+    _LOCAL.single = True
 
 
 def _center_crop(img: Image.Image, size: int) -> Image.Image:
