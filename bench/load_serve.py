@@ -99,15 +99,32 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def start_server(run: Path, window_ms: float, max_batch: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the server in a subprocess; returns it and its base URL."""
+# --engines: what each server's inference runs in (the environment overrides every command alike).
+ENGINE_ENV = {
+    "default": {},
+    "fp32": {"IMAGEFIT_ENGINE": "onnx", "IMAGEFIT_PRECISION": "fp32"},
+}
+
+
+def engine_label(name: str) -> str:
+    """``default (openvino bf16)`` / ``fp32 (onnx fp32)``: the engine a server of this name runs."""
+    from imagefit.engines.cpu import default_cpu_engine
+
+    kind, precision = default_cpu_engine() if name == "default" else ("onnx", "fp32")
+    return f"{name} ({kind} {precision})"
+
+
+def start_server(
+    run: Path, window_ms: float, max_batch: int, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the server in a subprocess (``env``: extra environment); returns it and its base URL."""
     code = (
         "from imagefit.serve.app import ServeSettings, serve\n"
         f"serve(ServeSettings({str(run)!r}, batch_window_ms={window_ms!r}, max_batch={max_batch!r}),"
         " host='127.0.0.1', port=0, log_level='info', access_log=False)\n"
     )
     fh = log.open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         m = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
@@ -289,6 +306,19 @@ def main_flood(run: Path, tmp: Path, args: argparse.Namespace) -> None:
         update_section("serving-flood", "Serving under a flood", body)
 
 
+def engine_ratio(results: list[Result], engines: list[str], per_engine: int) -> str:
+    """The default engine's best requests/s against the fp32 engine's, when both ran (issue 19: >= 1.4x)."""
+    if "default" not in engines or "fp32" not in engines:
+        return ""
+    best = {e: max(results[i * per_engine : (i + 1) * per_engine], key=lambda r: r.rps) for i, e in enumerate(engines)}
+    d, f = best["default"], best["fp32"]
+    return (
+        f"Engines side by side: the default engine's best mode ({d.mode}, {d.rps:.1f} requests/s) serves "
+        f"{d.rps / f.rps:.2f}x the requests/s of the fp32 engine's best ({f.mode}, {f.rps:.1f}); target (issue 19) >= 1.4x "
+        "with 0 errors.\n\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, help="Run folder (default: train lite0 on the bundled sample set).")
@@ -298,6 +328,7 @@ def main() -> None:
     ap.add_argument("--max-batch", default="4,8,16", help="Comma-separated max batch sizes to try with batching.")
     ap.add_argument("--rounds", type=int, default=8, help="Interleaved rounds the requests of each mode are split into.")
     ap.add_argument("--max-seconds", type=float, default=300.0, help="Time budget per mode; past it, the run stops whatever was sent.")
+    ap.add_argument("--engines", default="default", help="Comma-separated: default (this CPU's engine), fp32 (ONNX Runtime fp32).")
     ap.add_argument("--no-write", action="store_true", help="Print only; leave BENCHMARKS.md alone.")
     ap.add_argument("--flood", action="store_true", help="Measure photo latency and memory under a flood of huge PNGs instead.")
     ap.add_argument("--flood-requests", type=int, default=3)
@@ -318,13 +349,20 @@ def main() -> None:
             return
         photos = [(p.name, p.read_bytes(), "image/jpeg") for p in sorted((SAMPLE / "val").rglob("*.jpg"))]
         sizes = [len(p[1]) for p in photos]
-        modes = [("batched", args.window_ms, int(mb)) for mb in str(args.max_batch).split(",")] + [("unbatched", 0.0, 1)]
+        engines = [e for e in str(args.engines).split(",") if e]
+        for e in engines:
+            if e not in ENGINE_ENV:
+                raise SystemExit(f"--engines received {e!r}; allowed: {', '.join(ENGINE_ENV)}")
+        batching = [("batched", args.window_ms, int(mb)) for mb in str(args.max_batch).split(",")] + [("unbatched", 0.0, 1)]
+        labels = {e: engine_label(e) for e in engines}
+        modes = [(f"{labels[e]} {m}" if len(engines) > 1 else m, w, mb, e) for e in engines for m, w, mb in batching]
         procs, servers = [], []
         load_before = os.getloadavg()[0]
         try:
             # All servers are started first; an idle one costs memory, not CPU.
-            for mode, window, max_batch in modes:
-                proc, url = start_server(run, window, max_batch, Path(tmp) / f"server-{mode}-{max_batch}.log")
+            for mode, window, max_batch, eng in modes:
+                log = Path(tmp) / f"server-{eng}-{mode.split()[-1]}-{max_batch}.log"
+                proc, url = start_server(run, window, max_batch, log, ENGINE_ENV[eng])
                 procs.append(proc)
                 servers.append((url, proc.pid, Result(mode, window, max_batch)))
             asyncio.run(load(servers, photos, args.requests, args.rounds, args.concurrency, args.max_seconds))
@@ -343,12 +381,13 @@ def main() -> None:
         f"{r.per_request_ms(r.server_cpu_s):.1f} / {r.per_request_ms(r.client_cpu_s):.1f} |"
         for r in results
     )
-    u = results[-1]
-    best = max(results[:-1], key=lambda r: r.rps)
+    per_engine = len(results) // len(engines)
+    u = results[per_engine - 1]
+    best = max(results[: per_engine - 1], key=lambda r: r.rps)
     body = (
         f"`POST /predict`, one JPEG per request ({len(photos)} sample photos cycled, {min(sizes) // 1024}-{max(sizes) // 1024} kB, "
         f"{meta['backbone']['name']} + linear head), {args.requests} requests per mode from {args.concurrency} concurrent "
-        "httpx clients over loopback; one uvicorn worker, ONNX Runtime on CPU. The client runs on the same cores as the server. "
+        f"httpx clients over loopback; one uvicorn worker; engines: {', '.join(labels.values())}. The client runs on the same cores as the server. "
         f"Modes take turns in {args.rounds} interleaved rounds, so background load hits them alike "
         f"(1-min load average {load_before:.1f} before, {load_after:.1f} after, this load test included). "
         "Model busy: share of the time the inference thread was in a model call.\n\n"
@@ -359,6 +398,7 @@ def main() -> None:
         f" and p95 latency {best.pct(95):.0f} ms instead of {u.pct(95):.0f} ms. The model is busy nearly all the time in every mode,"
         " so throughput is the model's: batching helps exactly as much as batched inference is cheaper per image."
         f" Latency at this concurrency is mostly queueing: {args.concurrency} requests in flight divided by the throughput.\n\n"
+        f"{engine_ratio(results, engines, per_engine)}"
         f"{provenance()}"
     )
     print(body)
