@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score
 
 EPS = 1e-15
 
@@ -30,6 +29,10 @@ def compute_metrics(
     Returns:
         A JSON-ready dict.
     """
+    # Imported here: sklearn.metrics pulls in scipy.stats and pandas (1-3 s), which `imagefit.load`,
+    # `predict` and `serve` would otherwise pay at start-up without ever computing a metric.
+    from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score
+
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = len(classes)
