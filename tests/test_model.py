@@ -228,3 +228,23 @@ def test_non_finite_probabilities_give_no_answer(run_dir: Path) -> None:
     feats = np.ones((2, 1, model.record.backbone.num_features), np.float32)
     with pytest.raises(ArtifactError, match="temperature .* gives NaN or infinite probabilities"):
         model.head_probs(feats, float("nan"))
+
+
+def test_load_and_predict_import_no_training_libraries(trained_run: Path, sample_data: Path) -> None:
+    """Predicting from a run with a cached graph never imports timm, sklearn or matplotlib (seconds of start-up each)."""
+    import os
+    import subprocess
+    import sys
+
+    photo = next((sample_data / "val").rglob("*.jpg"))
+    code = (
+        "import sys, imagefit\n"
+        "m = imagefit.load(sys.argv[1]); p = m.predict([sys.argv[2]])\n"
+        "assert len(p.records) == 1, p\n"
+        "print(sorted(x for x in ('timm', 'sklearn', 'matplotlib', 'torchvision') if x in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(trained_run), str(photo)], capture_output=True, text=True, timeout=300, env=dict(os.environ)
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
