@@ -7,11 +7,12 @@ the final metrics and artifacts once the run folder is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..train.callbacks import Callback
-from .mlflow import MLflowLogger, mlflow_requested
+from .mlflow import MLflowLogger, mlflow_requested, stderr_warning
 from .tensorboard import TB_DIR, TensorBoardLogger
 
 
@@ -32,11 +33,19 @@ def run_loggers(out: Path, config: dict[str, Any], *, mlflow: bool | None = None
     return loggers
 
 
-def log_run_end(loggers: list[Callback], out: Path, metrics: dict[str, Any]) -> None:
-    """Final metrics, confusion matrix, validation-photo grid and artifacts, then close every logger."""
-    for cb in loggers:
-        if isinstance(cb, (TensorBoardLogger, MLflowLogger)):
-            cb.log_run_end(out, metrics)
+def log_run_end(loggers: list[Callback], out: Path, metrics: dict[str, Any], warn: Callable[[str], None] = stderr_warning) -> None:
+    """Final metrics, confusion matrix, validation-photo grid and artifacts, then close every logger.
+
+    MLflow logging that failed or timed out is one ``warn`` line: the run itself succeeded.
+    """
+    mlflow = [cb for cb in loggers if isinstance(cb, MLflowLogger)]
+    for cb in mlflow:
+        cb.send_end(out, metrics)  # the worker uploads while TensorBoard's end is written
+    for tb in loggers:
+        if isinstance(tb, TensorBoardLogger):
+            tb.log_run_end(out, metrics)
+    for cb in mlflow:
+        cb.wait(warn)
 
 
 __all__ = ["TB_DIR", "MLflowLogger", "TensorBoardLogger", "log_run_end", "mlflow_requested", "run_loggers"]

@@ -111,7 +111,7 @@ def save(ctx: RunContext, classifier: nn.Module, record: RunRecord, cal: Calibra
             ctx.ui.info(f"  {plain(p)}: {plain(r)}")  # file names may hold "[/]" or non-UTF-8 bytes
     write_report(out, record.to_dict(), cal, list(ctx.csv.rows), val, ctx.ui)
     save_run(out, classifier, record)
-    log_run_end(ctx.trackers, out, cal.metrics)
+    log_run_end(ctx.trackers, out, cal.metrics, warn=ctx.ui.warn)
 
 
 def write_report(out: Path, meta: dict[str, Any], cal: Calibrated, history: list[dict[str, Any]], val: ValidationLogits, ui: UI) -> None:
