@@ -16,6 +16,12 @@ keys :attr:`Engine.precision`. Measured figures: BENCHMARKS.md.
 ``IMAGEFIT_PRECISION`` (``fp32``, ``bf16``) override the automatic choice for
 every command and the server alike.
 
+``int8`` runs a graph quantized after training on calibration photos
+(:mod:`imagefit.engines.quantize`), by OpenVINO (or ONNX Runtime); it is
+asked for explicitly with those photos and never chosen by ``auto``. Its
+precision names the calibration set (``int8-<digest>``), so the feature
+cache never mixes features of different calibrations.
+
 Engines take uint8 NHWC pixels (as :meth:`Preprocess.pixels` makes them) and
 normalize inside the graph.
 """
@@ -25,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,7 @@ from torch import nn
 
 from .data.transforms import Preprocess
 from .engines.cpu import PRECISIONS, bf16_supported, default_cpu_engine, importable
+from .engines.quantize import calibration_digest, calibration_pixels, quantize_graph, quantized_path
 from .engines.runners import OpenVinoRunner, OrtRunner, Runner
 from .errors import ImagefitError, invalid
 from .export.graph import export_onnx
@@ -82,13 +89,19 @@ class Engine:
             see the module notes, or torch on a GPU), ``onnx``, ``openvino`` or ``torch``.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``auto`` (``$IMAGEFIT_PRECISION`` if set, else the fastest
-            that holds accuracy on this machine), ``fp32`` or ``bf16``.
+            that holds accuracy on this machine), ``fp32``, ``bf16`` or ``int8``.
+        calibration: For ``int8`` (required there): the photos whose pixels set
+            the activation ranges, as uint8 ``[S, S, 3]`` arrays or photo files
+            (training photos, never the scored ones; see
+            :func:`imagefit.engines.quantize.calibration_choice`), or the
+            ``int8-<digest>`` precision of a graph quantized before (found in the cache;
+            ``precision="int8-<digest>"`` alone says the same).
 
     Attributes:
         kind: The engine that runs (``onnx``, ``openvino``, ``torch``).
-        precision: What the features are computed in (``fp32``, ``bf16``;
-            ``bf16-amp`` for torch autocast on a GPU). Features of different
-            precisions are never mixed (the feature cache keys it).
+        precision: What the features are computed in (``fp32``, ``bf16``,
+            ``int8-<calibration digest>``; ``bf16-amp`` for torch autocast on a
+            GPU). Features of different precisions are never mixed (the feature cache keys it).
     """
 
     def __init__(
@@ -99,12 +112,18 @@ class Engine:
         engine: str = "auto",
         device: str = "auto",
         precision: str = "auto",
+        calibration: Sequence[np.ndarray | str | Path] | str | None = None,
     ):
         self.device = resolve_device(device)
         self.pre = pre
         self._module = module
         self._model: PixelModel | None = None
+        if precision.startswith("int8-") and calibration is None:
+            precision, calibration = "int8", precision  # a recorded int8 precision names its cached graph
         self.kind, self.precision = _choose(engine, precision, self.device)
+        pixels = None
+        if self.precision == "int8":
+            self.precision, pixels = _calibration(calibration, pre)
         # One single-threaded run per core, each on its own photo, beats one run spread over
         # all cores (depthwise convolutions on small maps scale poorly across threads); OpenVINO
         # runs one stream per core likewise. Measured figures: bench/engines.py.
@@ -115,6 +134,9 @@ class Engine:
         _ENGINES.add(self)
         if self.kind in GRAPH_ENGINES:
             path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
+            if self.precision.startswith("int8-"):
+                self._runner = self._load_int8(path, self.precision.removeprefix("int8-"), pixels)
+                return
             if not path.is_file():
                 self._export(path)
             try:
@@ -128,8 +150,30 @@ class Engine:
 
     def _load(self, path: Path) -> Runner:
         if self.kind == "openvino":
-            return OpenVinoRunner(path, self.threads, self.precision)
+            # The int8 graph's quantized layers run in int8 whatever the hint; the rest in fp32.
+            return OpenVinoRunner(path, self.threads, "fp32" if self.precision.startswith("int8") else self.precision)
         return OrtRunner(path, self.threads)
+
+    def _load_int8(self, fp32: Path, digest: str, pixels: np.ndarray | None) -> Runner:
+        """The int8 graph calibrated on ``pixels`` (cached under their digest), quantized when missing or damaged."""
+        path = quantized_path(fp32, digest)
+        if path.is_file():
+            try:
+                return self._load(path)
+            except Exception:
+                pass  # damaged: quantized again below when the calibration photos are at hand
+        if pixels is None:
+            raise ImagefitError(
+                f"the int8 graph calibrated on set {digest} is not in the cache ({path.parent}); pass its calibration photos again"
+            )
+        if not fp32.is_file():
+            self._export(fp32)
+        try:
+            quantize_graph(fp32, pixels, path)
+        except ImagefitError:
+            self._export(fp32)  # a damaged fp32 graph is the likeliest cause: rebuilt, then tried once more
+            quantize_graph(fp32, pixels, path)
+        return self._load(path)
 
     @property
     def model(self) -> PixelModel:
@@ -201,9 +245,13 @@ def _choose(engine: str, precision: str, device: torch.device) -> tuple[str, str
     if device.type != "cpu":
         if engine in GRAPH_ENGINES:
             raise invalid(f"engine for device {device.type}", engine, "torch, auto")
+        if precision == "int8":
+            raise invalid(f"precision for device {device.type}", precision, "fp32, bf16, auto")
         return "torch", "fp32" if precision == "fp32" else "bf16-amp"
     if engine == "auto":
-        engine = {"bf16": "openvino", "fp32": "onnx" if importable("onnxruntime") else "torch"}.get(precision, "")
+        # int8: OpenVINO ran the quantized graph faster than ONNX Runtime (bench/engines.py).
+        int8 = "openvino" if importable("openvino") else "onnx"
+        engine = {"bf16": "openvino", "int8": int8, "fp32": "onnx" if importable("onnxruntime") else "torch"}.get(precision, "")
         if not engine:
             return default_cpu_engine()
     if engine in GRAPH_ENGINES and not importable(_PACKAGE[engine]):
@@ -211,10 +259,25 @@ def _choose(engine: str, precision: str, device: torch.device) -> tuple[str, str
     if precision == "auto":
         precision = default_cpu_engine()[1] if engine == "openvino" else "fp32"
     if precision == "bf16" and engine != "openvino":
+        raise invalid(f"precision for engine {engine}", precision, "fp32, int8, auto" if engine == "onnx" else "fp32, auto")
+    if precision == "int8" and engine == "torch":
         raise invalid(f"precision for engine {engine}", precision, "fp32, auto")
     if precision == "bf16" and not bf16_supported():
         raise invalid("precision on this CPU (no bf16 instructions)", precision, "fp32, auto")
     return engine, precision
+
+
+def _calibration(calibration: Sequence[np.ndarray | str | Path] | str | None, pre: Preprocess) -> tuple[str, np.ndarray | None]:
+    """``(int8-<digest>, calibration pixels)``; pixels are None where an earlier graph's ``int8-<digest>`` is named."""
+    if isinstance(calibration, str):
+        digest = calibration.removeprefix("int8-")
+        if len(digest) != 16 or any(c not in "0123456789abcdef" for c in digest):
+            raise invalid("int8 calibration", calibration, "photos, pixel arrays or an 'int8-' + 16 hex digits precision")
+        return f"int8-{digest}", None
+    if calibration is None or len(calibration) == 0:
+        raise invalid("calibration for precision int8", calibration, "training photos (uint8 [S, S, 3] arrays or photo files)")
+    pixels = calibration_pixels(calibration, pre)
+    return f"int8-{calibration_digest(pixels)}", pixels
 
 
 # Every live engine, so that a forked child gets fresh locks (one held by a thread at fork
@@ -252,12 +315,15 @@ def load_precision(recorded: str | None, engine: str = "auto", device: str = "au
     Returns:
         ``(precision, note)``: ``auto`` for old runs or when ``$IMAGEFIT_PRECISION`` overrides
         every command; ``fp32`` with a one-line note where this machine (or the engine asked for)
-        cannot compute bf16 features; else the recorded precision.
+        cannot compute bf16 features; else the recorded precision (``int8-<digest>`` names the
+        cached graph of that calibration: fp32 with a note only on a GPU or the torch engine).
     """
     if recorded is None or os.environ.get("IMAGEFIT_PRECISION"):
         return "auto", None
     if recorded == "fp32":
         return "fp32", None
+    if recorded.startswith("int8-"):
+        return _load_int8_precision(recorded, engine, device)
     if engine == "auto":
         engine = os.environ.get("IMAGEFIT_ENGINE", "") or "auto"  # as Engine reads it
     # bf16 (OpenVINO on a CPU) or bf16-amp (torch on a GPU): bf16 asks each device for its own kind.
@@ -267,6 +333,16 @@ def load_precision(recorded: str | None, engine: str = "auto", device: str = "au
         return "bf16", None
     why = f"engine {engine}" if engine not in ("auto", "openvino") else "this CPU or installation (needs bf16 instructions and openvino)"
     return "fp32", f"note: this model's head was trained on {recorded} features; {why} cannot compute them, using fp32"
+
+
+def _load_int8_precision(recorded: str, engine: str, device: str) -> tuple[str, str | None]:
+    """``recorded`` (the cached graph of that calibration) where a CPU graph engine can run it, else fp32 with a note."""
+    if engine == "auto":
+        engine = os.environ.get("IMAGEFIT_ENGINE", "") or "auto"
+    if resolve_device(device).type == "cpu" and engine in ("auto", *GRAPH_ENGINES):
+        return recorded, None
+    why = f"engine {engine}" if engine != "auto" else "a GPU"
+    return "fp32", f"note: this model's head was trained on int8 features; {why} cannot compute them, using fp32"
 
 
 def model_key(prefix: str, digest: str) -> str:

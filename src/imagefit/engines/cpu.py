@@ -13,7 +13,8 @@ import importlib.util
 from pathlib import Path
 
 # Precisions a CPU engine can run the backbone in. ``auto``: the fastest one this CPU holds accuracy with.
-PRECISIONS = ("auto", "fp32", "bf16")
+# ``int8``: a graph quantized on calibration photos (imagefit.engines.quantize); never chosen by ``auto``.
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 @functools.cache
