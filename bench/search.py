@@ -23,7 +23,7 @@ from _common import ROOT, provenance, update_section
 from imagefit.calibrate import log_loss
 from imagefit.data.discover import discover
 from imagefit.data.load import SkipLog
-from imagefit.search import FeatureSource, fit_linear, parse_budget, search
+from imagefit.search import FeatureSource, fit_linear
 from imagefit.search.sources import SourceKey
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -63,24 +63,21 @@ def cv_head(data: Path) -> tuple[float, float, float]:
     return acc, ll, seconds
 
 
-def budget_run(data: Path, budget: float, seed: int) -> tuple[float, float, float, str, float]:
-    found = discover(data)
-    rep, _ = _report_set(found)
+def budget_run(data: Path, budget: str, seed: int, tmp: Path) -> tuple[float, float, float, str, float]:
+    """``imagefit.train(data, budget=...)`` as a user runs it; the saved model scored as ``evaluate`` scores it."""
+    import imagefit
+
     t0 = time.perf_counter()
-    res = search(found.train, found.val, budget, seed)
+    run = imagefit.train(data, out=tmp / f"budget-{budget}-{data.name}", budget=budget, seed=seed)
     seconds = time.perf_counter() - t0
-    best = res.best
-    views = ("orig", "flip") if best.entry.tta else ("orig",)
-    parts = [FeatureSource(k).features(rep, views, SkipLog()) for k in best.sources]
-    y = parts[0].labels
-    if best.fit is not None:
-        x = np.concatenate([p.values for p in parts], axis=-1)
-        probs = best.fit.probs(x)
-    else:  # averaged probabilities: refit is not needed, members are listed in the note
-        members = [c for c in res.candidates if c.entry.name in best.entry.note]
-        probs = np.mean([c.fit.probs(FeatureSource(c.sources[0]).features(rep, views, SkipLog()).values) for c in members if c.fit], axis=0)
-    acc, ll = _metrics(probs, y)
-    return acc, ll, seconds, best.entry.name, res.leaderboard.overrun
+    rep, _ = _report_set(discover(data))
+    model = imagefit.load(run.path)
+    record = model.record
+    # The winner's flip averaging is recorded with it (a typed field once the record has one).
+    tta = bool(getattr(record, "tta", None) or record.extra.get("tta", False))
+    m = model.evaluate(rep, tta=tta)
+    board = record.extra["search"]
+    return m["accuracy"], m["log_loss"], seconds, str(board["best"]), float(board["overrun"])
 
 
 def main() -> None:
@@ -113,7 +110,7 @@ def main() -> None:
                     acc, ll, s = cv_head(data)
                     rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | | |")
                 else:
-                    acc, ll, s, chosen, over = budget_run(data, parse_budget(str(what)), args.seed)
+                    acc, ll, s, chosen, over = budget_run(data, str(what), args.seed, tmp)
                     rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | {chosen} | {over:.1%} |")
                 print(rows[-1], flush=True)
     body = (

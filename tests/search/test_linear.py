@@ -70,3 +70,19 @@ def test_bad_inputs():
         fit_linear(x, y[:5], 2)
     with pytest.raises(DataError):
         fit_linear(x, np.zeros(10, np.int64), 2)
+
+
+def test_validation_grid_stops_two_points_past_the_best():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(80, 1, 40)).astype(np.float32)
+    y = np.arange(80) % 2
+    xv = rng.normal(size=(40, 1, 40)).astype(np.float32)
+    yv = np.arange(40) % 2
+    cs = (1e-4, 1e-2, 1.0, 100.0, 1e4)
+    fit = fit_linear(x, y, 2, val=(xv, yv), cs=cs)
+    # Noise labels: the strongest penalty is best on validation, so every later point is worse and
+    # the grid stops after two of them instead of fitting all five.
+    assert list(fit.cv_scores) == [1e-4, 1e-2, 1.0]
+    assert fit.c == 1e-4
+    full = fit_linear(x, y, 2, val=(xv, yv), cs=cs[:3])
+    assert full.cv_scores == fit.cv_scores

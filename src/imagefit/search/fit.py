@@ -3,10 +3,13 @@
 The winner is one backbone with a linear head on its frozen features, so the
 run folder is the same as a ``linear`` run's (``load``, ``evaluate``,
 ``predict``, ``serve`` and export read it unchanged), plus ``leaderboard.csv``
-and the leaderboard under ``search`` in ``imagefit.json``. Candidates a plain
-run could not reproduce are left out of the search: multi-backbone ensembles
-(no model format for them yet) and flip-averaged prediction (``predict`` does
-not average views unless asked).
+and the leaderboard under ``search`` in ``imagefit.json``. Multi-backbone
+ensembles are left out of the search (no model format for them yet).
+
+A winner that predicts with flip averaging (TTA) says so in the record
+(``"tta": true``, a top-level key of ``imagefit.json``), so that prediction
+averages the photo and its mirror image unless the caller says otherwise; its
+temperature is fitted on the validation logits averaged over both views.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
         engine=engine,
         device=dev.type,
         allow_ensembles=False,
-        allow_tta=False,
+        allow_tta=True,
         progress=lambda line: ctx.ui.info(f"search: {line}"),
     )
     key = result.source
@@ -85,15 +88,21 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
     digest = state_digest(backbone)
     src = FeatureSource(key, engine=engine, device=dev.type)
     skipped = SkipLog()
-    val = src.features(ctx.val_set, ("orig",), skipped)
+    val = src.features(ctx.val_set, ("orig", "flip") if result.tta else ("orig",), skipped)
     ctx.skipped.extend(result.skipped)
     if src._engine is not None:
         ctx.features = {"engine": src._engine.kind, "precision": src._engine.precision}
-    logits = head_logits(head, torch.from_numpy(val.values[:, 0])).float().numpy()
+    n, views, width = val.values.shape
+    # One row of logits per photo: with TTA the views' mean, the closest single-logit stand-in for the
+    # averaged probabilities the model will give (the two views of a photo agree closely).
+    flat = head_logits(head, torch.from_numpy(val.values.reshape(n * views, width))).float().numpy()
+    logits = flat.reshape(n, views, -1).mean(1)
     val_out = finish.ValidationLogits(logits, val.labels, [ctx.val_set.paths[int(i)] for i in val.indices])
     cal = finish.calibrate(ctx, val_out)
     record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
     record.extra["search"] = result.leaderboard.to_dict()
+    # Read back as the default of Model.predict/evaluate (tta=None): the model was chosen predicting this way.
+    record.extra["tta"] = bool(result.tta)
     if ctx.dist.is_main:
         result.leaderboard.write_csv(ctx.out / LEADERBOARD_FILE)
         finish.save(ctx, ImageClassifier(backbone, head), record, cal, val_out)
