@@ -318,7 +318,10 @@ def load_precision(recorded: str | None, engine: str = "auto", device: str = "au
         cannot compute bf16 features; else the recorded precision (``int8-<digest>`` names the
         cached graph of that calibration: fp32 with a note only on a GPU or the torch engine).
     """
-    if recorded is None or os.environ.get("IMAGEFIT_PRECISION"):
+    override = os.environ.get("IMAGEFIT_PRECISION")
+    if recorded is not None and recorded.startswith("int8-") and override == "int8":
+        return _load_int8_precision(recorded, engine, device)  # int8 everywhere: this run's own calibration
+    if recorded is None or override:
         return "auto", None
     if recorded == "fp32":
         return "fp32", None

@@ -168,6 +168,9 @@ def test_load_precision_keeps_a_recorded_int8_precision(monkeypatch: pytest.Monk
     assert load_precision("int8-0123456789abcdef", "onnx", "cpu") == ("int8-0123456789abcdef", None)
     precision, note = load_precision("int8-0123456789abcdef", "torch", "cpu")
     assert precision == "fp32" and note is not None and "int8" in note and "\n" not in note
+    # int8 asked for every command: a run keeps its own calibration's graph.
+    monkeypatch.setenv("IMAGEFIT_PRECISION", "int8")
+    assert load_precision("int8-0123456789abcdef", "auto", "cpu") == ("int8-0123456789abcdef", None)
 
 
 _OPENVINO_INT8 = """
