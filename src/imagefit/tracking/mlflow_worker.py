@@ -30,6 +30,7 @@ from typing import Any
 # when its id had not reached the checkpoint yet.
 RUN_KEY_TAG = "imagefit.run_key"
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits per log_batch call
+UPLOADS = 4  # artifact uploads at once at the end
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -78,7 +79,18 @@ class Session:
             params = [Param(k, v[:6000]) for k, v in flat_params(self.config).items()]
             for i in range(0, len(params), MAX_PARAMS):
                 self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS])
+            self._resolve_artifact_store(self.run_id)
         return self.run_id
+
+    def _resolve_artifact_store(self, run_id: str) -> None:
+        # The client looks up a run's artifact store on its first upload and caches it: do that now,
+        # while the training runs, rather than in the end step it waits for. (A private method: skipped if gone.)
+        resolve = getattr(getattr(self.client, "_tracking_client", None), "_get_artifact_repo", None)
+        if resolve is not None:
+            try:
+                resolve(run_id)
+            except Exception:  # the upload itself will say what is wrong
+                pass
 
     def resume(self, run_id: str | None, run_key: str | None) -> None:
         if run_key:
@@ -90,6 +102,7 @@ class Session:
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
             reply({"run_id": run_id})
+            self._resolve_artifact_store(run_id)
 
     def add_metrics(self, values: dict[str, float], timestamp: int, step: int) -> None:
         from mlflow.entities import Metric
@@ -105,11 +118,20 @@ class Session:
             self.pending = []
 
     def end(self, files: list[list[str]]) -> None:
-        """Flush, log ``files`` (``[path, artifact folder or ""]``) and mark the run FINISHED."""
-        self.flush()
+        """Log the metrics waiting and ``files`` (``[path, artifact folder or ""]``), then mark the run FINISHED.
+
+        The training waits for this step: the calls go out side by side (each
+        is mostly a round trip to the server), the largest file first.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         run_id = self.ensure_run()
-        for path, folder in files:
-            self.client.log_artifact(run_id, path, artifact_path=folder or None)
+        files = sorted(files, key=lambda f: -os.path.getsize(f[0]))
+        with ThreadPoolExecutor(UPLOADS) as pool:
+            jobs = [pool.submit(self.client.log_artifact, run_id, path, folder or None) for path, folder in files]
+            jobs.append(pool.submit(self.flush))
+            for job in jobs:
+                job.result()
         self.client.set_terminated(run_id, "FINISHED")
 
 
