@@ -1,110 +1,202 @@
-"""What run records cost a CPU training: the same small training without and with TensorBoard (and MLflow).
+"""What run records cost a CPU training: ``imagefit train`` without and with TensorBoard (and MLflow).
 
-Trains lite0 ``linear`` on the bundled sample (80 + 24 photos, cold feature cache each time, so
-extraction is timed as in a first run) in alternating rounds: plain, + TensorBoard, + TensorBoard and
-MLflow (a local SQLite store, no server). The loggers are attached as the run wiring attaches them
-(extra callbacks of every phase; ``log_run_end`` after the run folder is written) and their
-end-of-run work is inside the timed span. Writes the "Run records overhead" section of BENCHMARKS.md.
-Usage: ``python bench/tracking_overhead.py [--rounds 3]``.
+The main job: ``imagefit train`` (defaults: lite0, ``linear``) on cats_and_dogs_filtered (2000 train
++ 1000 validation photos) with a warm feature cache (one untimed warm-up run first), each run a fresh
+``imagefit train`` process timed from start to exit, in alternating rounds of:
+
+- ``plain``: no run records (this bench's child runner hands the run no loggers; there is no switch for it);
+- ``tensorboard``: what every run writes;
+- ``tensorboard+mlflow``: and MLflow, to a ``mlflow server`` this script starts on loopback with a
+  SQLite store and proxied artifacts (stopped at the end).
+
+Besides the wall times it reports a direct cost, which the machine's load barely moves: the time the
+training process spends inside the loggers (every hook, the end-of-run logging and the wait for the
+MLflow worker) plus the CPU time of the MLflow worker process. Writes the "Run records overhead"
+section of BENCHMARKS.md (``--print-only``: just print).
+Usage: ``python bench/tracking_overhead.py [--rounds 5] [--cache DIR] [--print-only]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, provenance, update_section
+from _common import DATA, provenance, update_section
 
-SAMPLE = ROOT / "src" / "imagefit" / "sample_data"
 VARIANTS = ("plain", "tensorboard", "tensorboard+mlflow")
-# Seconds spent inside the loggers (all hooks and the end-of-run logging), per variant: a figure the
-# machine's load barely moves, unlike the difference of two wall times.
-INSIDE: dict[str, list[float]] = {v: [] for v in VARIANTS}
+HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end", "state_dict", "load_state_dict")
 
 
-def timed(obj: object, name: str, spent: list[float]) -> None:
-    fn = getattr(obj, name)
-
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+# -- the child: one `imagefit train`, loggers as the variant says, time inside them measured ----------------
+def _timed(fn: Any, spent: list[float]) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             spent[0] += time.perf_counter() - t0
 
-    setattr(obj, name, wrapper)
+    return wrapper
 
 
-def one_run(tmp: Path, variant: str, i: int) -> float:
-    import imagefit
-    from imagefit.tracking import log_run_end, run_loggers
-    from imagefit.train import session
+def child(variant: str, out: str, result: str) -> None:
+    from imagefit.cli import main
+    from imagefit.tracking import MLflowLogger
+    from imagefit.train import finish, session
 
-    os.environ["IMAGEFIT_CACHE"] = str(tmp / f"cache-{variant}-{i}")
-    out = tmp / f"run-{variant}-{i}"
-    loggers: list = []
-    spent = [0.0]
-    original = session.RunContext.callbacks
+    spent, made = [0.0], []
+    real_loggers = session.run_loggers
 
-    def callbacks(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if variant != "plain" and not loggers:
-            t0 = time.perf_counter()
-            loggers.extend(run_loggers(self.out, self.config.to_dict(), mlflow=variant.endswith("mlflow")))
-            spent[0] += time.perf_counter() - t0
-            for cb in loggers:
-                for hook in ("on_train_begin", "on_epoch_end", "on_train_end", "log_run_end"):
-                    timed(cb, hook, spent)
-        return [*original(self, *args, **kwargs), *loggers]
-
-    session.RunContext.callbacks = callbacks  # type: ignore[method-assign]
-    try:
+    def run_loggers(folder: Path, config: dict[str, Any], *, mlflow: bool | None = None, enabled: bool = True) -> list[Any]:
+        if variant == "plain":
+            return []
         t0 = time.perf_counter()
-        run = imagefit.train(SAMPLE / "train", val=SAMPLE / "val", out=out, progress=False)
-        if loggers:
-            log_run_end(loggers, run.path, run.metrics)
-        total = time.perf_counter() - t0
-        if i >= 0:
-            INSIDE[variant].append(spent[0] / total)
-        return total
-    finally:
-        session.RunContext.callbacks = original  # type: ignore[method-assign]
+        loggers = real_loggers(folder, config, mlflow=variant.endswith("mlflow"), enabled=enabled)
+        spent[0] += time.perf_counter() - t0
+        for cb in loggers:
+            for hook in HOOKS:
+                setattr(cb, hook, _timed(getattr(cb, hook), spent))
+        made.extend(loggers)
+        return loggers
+
+    session.run_loggers = run_loggers  # type: ignore[assignment]
+    finish.log_run_end = _timed(finish.log_run_end, spent)  # type: ignore[assignment]
+    t0 = time.perf_counter()
+    code = 0
+    try:
+        main(["train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", out])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    worker = [cb.worker_cpu_s for cb in made if isinstance(cb, MLflowLogger)]
+    record = {"code": code, "inside_s": spent[0], "in_process_s": time.perf_counter() - t0, "worker_cpu_s": sum(w or 0 for w in worker)}
+    Path(result).write_text(json.dumps(record))
+
+
+# -- the parent: server, warm-up, rounds, table ------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``mlflow server`` on 127.0.0.1 with a SQLite store; waits (at most 180 s) for /health."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, uri
+        except OSError:
+            time.sleep(0.5)
+    stop_server(proc)
+    raise SystemExit(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def one_run(tmp: Path, variant: str, name: str, uri: str) -> dict[str, float]:
+    """One ``imagefit train`` process; its wall time from start to exit and what its child runner measured."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if variant.endswith("mlflow"):
+        env["MLFLOW_TRACKING_URI"] = uri
+    out, result = tmp / f"run-{name}", tmp / f"result-{name}.json"
+    with (tmp / f"log-{name}.txt").open("wb") as log:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--child", variant, str(out), str(result)], env=env, stdout=log, stderr=log, check=True)
+        wall = time.perf_counter() - t0
+    record = json.loads(result.read_text())
+    if record["code"] != 0:
+        raise SystemExit(f"{variant} run failed: {(tmp / f'log-{name}.txt').read_text()[-2000:]}")
+    return {"wall": wall, **record}
+
+
+def table(runs: dict[str, list[dict[str, float]]]) -> str:
+    base = statistics.median(r["wall"] for r in runs["plain"])
+    rows = [
+        "| run records | median wall time (s) | all rounds (s) | vs plain | inside the loggers (s) | worker CPU (s) | direct cost, % of plain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        walls = [r["wall"] for r in runs[v]]
+        med = statistics.median(walls)
+        inside = statistics.median(r["inside_s"] for r in runs[v])
+        worker = statistics.median(r["worker_cpu_s"] for r in runs[v])
+        direct = f"{100 * (inside + worker) / base:.2f}%" if v != "plain" else "-"
+        rows.append(
+            f"| {v} | {med:.2f} | {', '.join(f'{w:.2f}' for w in walls)} | {100 * (med / base - 1):+.1f}% | "
+            f"{inside:.3f} | {worker:.2f} | {direct} |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--cache", help="feature cache folder to use (default: a fresh one, filled by the warm-up run)")
+    ap.add_argument("--print-only", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    ap.add_argument("--child", nargs=3, metavar=("VARIANT", "OUT", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    if args.child:
+        child(*args.child)
+        return
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-        os.chdir(tmp)  # MLflow puts a SQLite store's artifacts under ./mlruns
-        one_run(tmp, "tensorboard+mlflow", -1)  # warm imports and the MLflow schema: not a training cost
-        for i in range(args.rounds):
-            for v in VARIANTS:
-                times[v].append(one_run(tmp, v, i))
-                print(v, f"{times[v][-1]:.2f} s", flush=True)
-    base = statistics.median(times["plain"])
-    rows = ["| run records | median wall time (s) | all rounds (s) | vs plain | time inside the loggers |", "|---|---|---|---|---|"]
-    for v in VARIANTS:
-        med = statistics.median(times[v])
-        inside = f"{100 * statistics.median(INSIDE[v]):.2f}% of the run" if v != "plain" else "-"
-        rows.append(f"| {v} | {med:.2f} | {', '.join(f'{t:.2f}' for t in times[v])} | {100 * (med / base - 1):+.1f}% | {inside} |")
+        os.environ["IMAGEFIT_CACHE"] = args.cache or str(tmp / "cache")
+        server, uri = start_server(tmp)
+        load_before = os.getloadavg()[0]
+        try:
+            one_run(tmp, "tensorboard+mlflow", "warm-up", uri)  # feature cache, MLflow schema, file cache: not timed
+            for i in range(args.rounds):
+                for v in VARIANTS:
+                    runs[v].append(one_run(tmp, v, f"{v}-{i}", uri))
+                    print(v, json.dumps({k: round(x, 3) for k, x in runs[v][-1].items()}), flush=True)
+        finally:
+            stop_server(server)
+        load_after = os.getloadavg()[0]
+    rows = table(runs)
     body = (
-        "lite0 `linear` on the bundled sample (80 train + 24 validation photos), cold feature cache each run, "
-        f"{args.rounds} alternating rounds; loggers attached as the run wiring attaches them, end-of-run logging timed. "
-        "Measured on a busy shared machine (load average ~13 on 2 cores): wall-time differences are its noise; the "
-        "time spent inside the loggers' hooks (TensorBoard writer, MLflow client calls, end-of-run images and uploads) "
-        "is the direct measure of their cost.\n\n" + "\n".join(rows) + f"\n\n{provenance()}"
+        "`imagefit train` (lite0 `linear`, defaults) on cats_and_dogs_filtered (2000 train + 1000 validation photos), "
+        f"warm feature cache, {args.rounds} alternating rounds after an untimed warm-up; each run is a whole `imagefit train` "
+        "process, timed from start to exit. `plain` has no run records; `tensorboard+mlflow` logs to a local `mlflow server` "
+        "(loopback, SQLite store, proxied artifacts) started by the script. *Inside the loggers*: time the training process "
+        "spends in every logger hook, the end-of-run logging and the wait for the MLflow worker; *worker CPU*: the MLflow "
+        "worker process's CPU time; *direct cost* is their sum over the plain run's wall time, the figure the machine's load "
+        f"barely moves. Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores.\n\n"
+        + rows
+        + f"\n\n{provenance()}"
     )
-    update_section("tracking", "Run records overhead (CPU)", body)
-    print("\n".join(rows))
+    print(rows)
+    print(f"load average {load_before:.1f} -> {load_after:.1f}")
+    if not args.print_only:
+        update_section("tracking", "Run records overhead (CPU)", body)
 
 
 if __name__ == "__main__":
