@@ -248,3 +248,25 @@ def test_load_and_predict_import_no_training_libraries(trained_run: Path, sample
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_recorded_tta_is_the_default(trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
+    """A run saved with flip averaging predicts and evaluates with it unless the caller says otherwise."""
+    from _runs import edited_run
+
+    photos = sorted((sample_data / "val").rglob("*.jpg"))[:6]
+    plain = imagefit.load(trained_run)
+    tta = imagefit.load(edited_run(trained_run, tmp_path / "tta", tta=True))
+    assert (plain.tta, tta.tta) == (False, True)
+    flipped = plain.predict(photos, tta=True).probs
+    assert np.allclose(tta.predict(photos).probs, flipped, atol=1e-6)
+    assert np.allclose(tta.predict(photos, tta=False).probs, plain.predict(photos).probs, atol=1e-6)
+    assert not np.allclose(flipped, plain.predict(photos).probs, atol=1e-4)  # the mirror image does change them
+    assert tta.evaluate(sample_data)["tta"] is True and tta.evaluate(sample_data, tta=False)["tta"] is False
+
+
+def test_tta_must_be_a_boolean(trained_run: Path, tmp_path: Path) -> None:
+    from _runs import edited_run
+
+    with pytest.raises(ArtifactError, match="tta must be bool, received str"):
+        imagefit.load(edited_run(trained_run, tmp_path / "bad", tta="yes"))

@@ -127,3 +127,11 @@ def test_refused_with_a_clear_message(path: str, value: Any, pattern: str) -> No
 def test_not_an_object() -> None:
     with pytest.raises(ArtifactError, match="the file must be dict, received list"):
         RunRecord.from_dict([1, 2])
+
+
+def test_tta_default_is_written_only_when_set() -> None:
+    rec = RunRecord.from_dict(written_today() | {"tta": True})
+    assert rec.tta is True and rec.extra == {} and rec.to_dict()["tta"] is True
+    assert "tta" not in RunRecord.from_dict(written_today()).to_dict()
+    with pytest.raises(ArtifactError, match="tta must be bool, received int"):
+        RunRecord.from_dict(written_today() | {"tta": 1})

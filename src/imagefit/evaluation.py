@@ -27,7 +27,7 @@ def evaluate_run(
     data: str | Path,
     out: str | Path | None = None,
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     labels_from_filename: bool = False,
     progress: bool = False,
 ) -> EvaluationResult:
@@ -38,7 +38,7 @@ def evaluate_run(
         data: Labeled data (any layout ``train`` reads).
         out: Metrics JSON (default :func:`default_metrics_path`); the report and its
             PNGs go to the folder of the same name without ``.json``.
-        tta: Average with the mirror image.
+        tta: Average with the mirror image (None: as the run was saved).
         labels_from_filename: Read labels from names like ``cat.0.jpg``.
         progress: Show a progress bar.
 

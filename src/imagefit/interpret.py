@@ -178,7 +178,7 @@ def interpret(
     folds: int = 5,
     low: float = 0.2,
     high: float = 0.7,
-    tta: bool = False,
+    tta: bool | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> Interpretation:
@@ -198,7 +198,7 @@ def interpret(
         folds: k of the k-fold out-of-fold predictions.
         low: Flag a training photo when its label's out-of-fold probability is below this...
         high: ...and another class's is at least this.
-        tta: Average validation predictions with the mirror image.
+        tta: Average validation predictions with the mirror image (None: as the run was saved).
         seed: Fold shuffling seed.
         progress: Show progress bars.
 

@@ -44,6 +44,14 @@ class Model:
         self.engine_kind = "auto"
         self._digest_verified = False
 
+    @property
+    def tta(self) -> bool:
+        """Whether this model predicts with flip averaging by default (recorded with the run)."""
+        return self.record.tta
+
+    def _tta(self, tta: bool | None) -> bool:
+        return self.record.tta if tta is None else bool(tta)
+
     @cached_property
     def meta(self) -> dict[str, Any]:
         """The run record in its JSON form (as ``imagefit.json`` holds it)."""
@@ -183,7 +191,7 @@ class Model:
         self,
         paths: Sequence[str | Path] | str | Path,
         *,
-        tta: bool = False,
+        tta: bool | None = None,
         progress: bool = False,
         unknown: bool = True,
         unknown_threshold: float | None = None,
@@ -193,7 +201,8 @@ class Model:
 
         Args:
             paths: Image files and/or folders.
-            tta: Average the prediction of the photo and its mirror image.
+            tta: Average the prediction of the photo and its mirror image; None: as the
+                run was saved (:attr:`tta`).
             progress: Show a progress bar.
             unknown: Flag photos unlike the training photos (records' ``unknown`` and
                 ``unknown_score``; None when off or the run has no detector).
@@ -209,14 +218,14 @@ class Model:
         threshold = resolve_threshold(det, unknown_threshold, unknown_accept) if det is not None else None
         files = list_images(list(paths))
         skipped = SkipLog()
-        idx, values = self.features(files, skipped, tta=tta, ui=UI(progress))
+        idx, values = self.features(files, skipped, tta=self._tta(tta), ui=UI(progress))
         probs = self.head_probs(values)
         scores = self.unknown_scores(values) if det is not None else None
         records = make_records(files, idx, probs, self.classes, scores, threshold)
         return Predictions(records, self.classes, skipped, idx, probs, scores, threshold)
 
     def evaluate(
-        self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False
+        self, data: str | Path | ImageSet, *, tta: bool | None = None, progress: bool = False, labels_from_filename: bool = False
     ) -> dict[str, Any]:
         """Metrics on a labeled set (any layout :func:`~imagefit.data.discover` reads).
 
@@ -229,7 +238,7 @@ class Model:
         return self.evaluate_details(data, tta=tta, progress=progress, labels_from_filename=labels_from_filename).metrics
 
     def evaluate_details(
-        self, data: str | Path | ImageSet, *, tta: bool = False, progress: bool = False, labels_from_filename: bool = False
+        self, data: str | Path | ImageSet, *, tta: bool | None = None, progress: bool = False, labels_from_filename: bool = False
     ) -> Evaluation:
         """As :meth:`evaluate`, also returning the per-photo labels and probabilities (for reports)."""
         if isinstance(data, ImageSet):
@@ -241,6 +250,7 @@ class Model:
             raise DataError(f"{images.source}: evaluation needs labeled images")
         images = images.with_classes(self.classes)
         skipped = SkipLog()
+        tta = self._tta(tta)
         idx, values = self.features(images.paths, skipped, tta=tta, ui=UI(progress))
         if len(idx) == 0:
             raise DataError(f"{images.source}: none of the {len(images)} files could be read")

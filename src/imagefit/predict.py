@@ -160,7 +160,7 @@ def predict_files(
     paths: list[str | Path],
     out: str | Path | None = None,
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     clip: float = 0.0,
     kaggle: bool = False,
     report: bool | str | Path = False,
@@ -179,7 +179,7 @@ def predict_files(
         model: A loaded :class:`~imagefit.model.Model`.
         paths: Image files and/or folders (recursive).
         out: CSV to write (default :func:`default_output`).
-        tta: Average with the mirror image.
+        tta: Average with the mirror image (None: as the run was saved).
         clip: Clip probabilities to ``[clip, 1-clip]`` (0: no clipping).
         kaggle: Write ``id,label`` rows sorted by numeric id, label = probability of the second class.
         report: Also write a grid of the photos with their predicted labels and probabilities:

@@ -302,7 +302,7 @@ def _predict_shards(
     _same_files(info, files)
     mine = shard(files, info.rank, info.world_size)
     skipped = SkipLog()
-    tta = bool(options.get("tta", False))
+    tta = model.tta if options.get("tta") is None else bool(options["tta"])
     ui = UI(bool(options.get("progress", False)) and info.is_main)
     idx, values = _together(info, lambda: model.features(mine, skipped, tta=tta, ui=ui))
     part = _together(info, lambda: RankPart([int(i) for i in idx], skip_positions(mine, skipped.items), int(values.shape[2])))

@@ -162,7 +162,7 @@ def _temperature(raw: Any, source: str) -> float:
 # Keys read into typed fields; any other top-level key is kept in RunRecord.extra.
 _KNOWN = (
     "format_version created classes backbone preprocess head temperature config train_counts data metrics "
-    "skipped versions seconds settings ood tracking features"
+    "skipped versions seconds settings ood tracking features tta"
 ).split()
 
 
@@ -197,6 +197,9 @@ class RunRecord:
     # The engine and precision the head's features were computed in ({"engine": "openvino", "precision": "bf16"}):
     # prediction rebuilds the same precision (None: a run saved before this was recorded).
     features: dict[str, str] | None = None
+    # Predict with flip averaging unless the caller says otherwise: the model was chosen (and its
+    # temperature fitted) predicting this way (``--budget`` runs may choose it).
+    tta: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -227,6 +230,7 @@ class RunRecord:
             "ood": self.ood,
             "tracking": self.tracking,
             "features": self.features,
+            "tta": True if self.tta else None,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         out.update(self.extra)
@@ -272,6 +276,7 @@ class RunRecord:
             ood=_optional(raw, "ood", dict, "ood", source),
             tracking=_optional(raw, "tracking", dict, "tracking", source),
             features=_features(raw.get("features"), source),
+            tta=bool(_optional(raw, "tta", bool, "tta", source)),
             extra={k: v for k, v in raw.items() if k not in _KNOWN},
         )
 

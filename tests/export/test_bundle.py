@@ -132,3 +132,20 @@ def test_cli_command_exports(onnx_file: Path, trained_run: Path, tmp_path: Path)
     result = CliRunner().invoke(app, [str(trained_run), str(out), "--format", "onnx"])
     assert result.exit_code == 0, result.output
     assert "exported:" in result.output and out.stat().st_size == onnx_file.stat().st_size
+
+
+@pytest.mark.usefixtures("fp32_predict")
+def test_recorded_tta_is_in_the_graph(trained_run: Path, sample_data: Path, tmp_path: Path) -> None:
+    """A run saved with flip averaging exports a graph that averages the mirror image too."""
+    from _runs import edited_run
+
+    run = edited_run(trained_run, tmp_path / "tta", tta=True)
+    photos = sorted((sample_data / "val").rglob("*.jpg"))[:8]
+    model = imagefit.load(run)
+    path = export_model(run, tmp_path / "tta.onnx")
+    s = _session(path)
+    assert s.get_modelmeta().custom_metadata_map["imagefit.tta"] == "true"
+    x = np.stack([model.preprocess.pixels(decode_array(read_bytes(p), draft_size=model.preprocess.resize_size)) for p in photos])
+    got = s.run(None, {"pixels": x})[0]
+    assert np.abs(got - model.predict(photos).probs).max() < 1e-3
+    assert np.abs(got - model.predict(photos, tta=False).probs).max() > 1e-4

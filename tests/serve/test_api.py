@@ -226,3 +226,17 @@ def test_predict_unknown_null_without_detector(trained_run: Path, cat_bytes: byt
     assert r.status_code == 200, r.text
     (pred,) = r.json()["predictions"]
     assert pred["unknown"] is None and pred["unknown_score"] is None and pred["label"] == "cats"
+
+
+def test_predict_with_recorded_tta(trained_run: Path, tmp_path: Path) -> None:
+    """A run saved with flip averaging is served with it, as Model.predict answers."""
+    from _runs import edited_run
+
+    run = edited_run(trained_run, tmp_path / "tta", tta=True)
+    want = imagefit.load(run).predict([CAT, DOG]).records
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in (CAT, DOG)]
+    with TestClient(create_app(ServeSettings(str(run)))) as c:
+        assert c.get("/model").json()["tta"] is True
+        got = c.post("/predict", files=files).json()["predictions"]
+    for g, w in zip(got, want):
+        assert g["probability"] == pytest.approx(w["probability"], abs=1e-4)

@@ -17,7 +17,13 @@ def predict(
         Path | None,
         typer.Option(help="CSV to write (default predictions.csv, or submission.csv with --kaggle); never an input or a non-CSV file."),
     ] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average with the mirror image.")] = False,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Average with the mirror image (--no-tta: never). Default: as the run was saved (--budget runs may choose it).",
+        ),
+    ] = None,
     clip: Annotated[
         float,
         typer.Option(

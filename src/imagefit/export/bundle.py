@@ -32,15 +32,23 @@ INPUT, OUTPUT = "pixels", "probabilities"
 
 
 class ProbabilityModel(nn.Module):
-    """Logits -> calibrated probabilities (one column per class, also for one-logit heads)."""
+    """Logits -> calibrated probabilities (one column per class, also for one-logit heads).
 
-    def __init__(self, classifier: nn.Module, temperature: float):
+    With ``tta`` the probabilities of the image and its mirror image are averaged,
+    as :meth:`imagefit.model.Model.predict` does for a run saved with flip averaging.
+    """
+
+    def __init__(self, classifier: nn.Module, temperature: float, tta: bool = False):
         super().__init__()
         self.classifier = classifier
         self.temperature = float(temperature)
+        self.tta = bool(tta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return probabilities(self.classifier(x), self.temperature)
+        p = probabilities(self.classifier(x), self.temperature)
+        if self.tta:
+            p = (p + probabilities(self.classifier(torch.flip(x, dims=[3])), self.temperature)) / 2
+        return p
 
 
 def input_note(pre: Preprocess, any_size: bool) -> str:
@@ -64,6 +72,7 @@ def metadata(model: Any, any_size: bool) -> dict[str, str]:
         "imagefit.preprocess": json.dumps(pre.to_dict()),
         "imagefit.resize_size": str(pre.resize_size),
         "imagefit.temperature": repr(float(model.temperature)),
+        "imagefit.tta": "true" if model.tta else "false",
         "imagefit.backbone": str(model.meta["backbone"]["name"]),
         "imagefit.input": input_note(pre, any_size),
         "imagefit.output": f"float32 [N, {len(model.classes)}] calibrated probabilities, columns in imagefit.classes order",
@@ -74,7 +83,8 @@ def onnx_model(model: Any, *, any_size: bool = False) -> onnx.ModelProto:
     """The run's probability graph (uint8 NHWC pixels -> probabilities), with metadata."""
     pre: Preprocess = model.preprocess
     head: Head = model.head
-    module = PixelModel(ProbabilityModel(ImageClassifier(model.backbone, head).eval(), model.temperature), pre.mean, pre.std).eval()
+    classifier = ImageClassifier(model.backbone, head).eval()
+    module = PixelModel(ProbabilityModel(classifier, model.temperature, model.tta), pre.mean, pre.std).eval()
     with tempfile.TemporaryDirectory(prefix="imagefit-export-") as tmp:
         path = export_onnx(module, Path(tmp) / "model.onnx", pre.input_size, output_name=OUTPUT, pixels=True, opset=18)
         graph = onnx.load(str(path))

@@ -88,7 +88,12 @@ class Server:
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         """``[n, classes + 1]``: the probabilities, then the unknown-photo score (NaN without a detector)."""
-        feats = self.engine(x)[:, None, :]
+        if self.model.tta:
+            # The run was chosen predicting with flip averaging: the photo and its mirror image, averaged.
+            n = len(x)
+            feats = self.engine(np.concatenate([x, x[:, :, ::-1]])).reshape(2, n, -1).transpose(1, 0, 2)
+        else:
+            feats = self.engine(x)[:, None, :]
         probs = self.model.head_probs(feats)
         scores = self.model.unknown_scores(feats)
         column = np.full(len(probs), np.nan, np.float32) if scores is None else scores.astype(np.float32)
@@ -127,6 +132,7 @@ class Server:
             "backbone": {k: v for k, v in dataclasses.asdict(rec.backbone).items() if v is not None},
             "preprocess": rec.preprocess.to_dict(),
             "temperature": self.model.temperature,
+            "tta": self.model.tta,
             "metrics": rec.metrics,
             "train_counts": rec.train_counts,
             "created": rec.created,
