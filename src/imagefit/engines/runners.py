@@ -4,10 +4,13 @@ Both run one photo (``one``) in the calling thread, so that one thread per
 core can take a photo from file to features, or a list of chunks over their
 own threads (``__call__``).
 
+Signals: OpenVINO compiles with a signal stack of its own in the calling
+thread; the thread's own is put back (:func:`_signal_stack_kept`), or freeing
+models left it on an unmapped stack and the next signal was a SIGSEGV.
+
 Fork safety: a process that forks while OpenVINO runs a request hands the
 child a copy of half-updated native state (its thread pools, locks held by
-threads that do not exist there); such a child hung, and a parent that later
-forked from a worker thread died with SIGSEGV in a test session. So every
+threads that do not exist there); such a child hung. So every
 OpenVINO runner registers with :func:`os.register_at_fork`: before a fork it
 waits until no request runs and holds new ones back, and in the child it drops
 the inherited compiled model and compiles a fresh one on first use. A child
@@ -17,8 +20,11 @@ workers) can then use the engine too.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -94,11 +100,12 @@ class OpenVinoRunner:
 
         core = ov.Core()
         hint = {"fp32": "f32", "bf16": "bf16"}[self.precision]
-        compiled = core.compile_model(
-            core.read_model(str(self.path)),
-            "CPU",
-            {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": str(self.threads), "INFERENCE_NUM_THREADS": str(self.threads)},
-        )
+        with _signal_stack_kept():
+            compiled = core.compile_model(
+                core.read_model(str(self.path)),
+                "CPU",
+                {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": str(self.threads), "INFERENCE_NUM_THREADS": str(self.threads)},
+            )
         self._compiled = compiled
         self._requests = queue.SimpleQueue()
         for _ in range(self.threads):
@@ -174,6 +181,55 @@ class OpenVinoRunner:
         self._requests = queue.SimpleQueue()
         self._compiled = None
         self._pid = -1
+
+
+class _StackT(ctypes.Structure):
+    """``stack_t`` of ``sigaltstack(2)`` (Linux)."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@functools.cache
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def signal_stack() -> tuple[int, int, int] | None:
+    """The calling thread's alternate signal stack as ``(address, flags, size)``; None where not known (not Linux)."""
+    libc = _libc()
+    if libc is None:
+        return None
+    current = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0:
+        return None
+    return current.ss_sp or 0, current.ss_flags, current.ss_size
+
+
+@contextmanager
+def _signal_stack_kept() -> Iterator[None]:
+    """Put the calling thread's alternate signal stack back after OpenVINO compiles a model.
+
+    OpenVINO's CPU plugin gives the thread that compiles a model a signal stack
+    of its own, and when that compiled model is freed it unmaps that stack and,
+    if it is still the thread's, reinstates the one it found. Two models
+    compiled in one thread and freed in the order they were made (the first
+    found none, the second found the first's) left the thread on the first
+    one's unmapped stack; the next signal handled there (every Python signal
+    handler runs on the alternate stack: Ctrl-C, torch's SIGCHLD handler after
+    a DataLoader, a child exiting) killed the process with SIGSEGV: the test
+    session in tests/reliability/test_interrupt.py, after tests that had
+    trained models in the pytest process. With the thread's own stack back,
+    OpenVINO's is never the current one, so freeing a model never touches it.
+    """
+    libc = _libc()
+    before = _StackT()
+    if libc is None or libc.sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)  # as read: SS_DISABLE where the thread had none
 
 
 _LIVE: weakref.WeakSet[OpenVinoRunner] = weakref.WeakSet()
