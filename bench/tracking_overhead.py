@@ -72,7 +72,8 @@ def child(variant: str, out: str, result: str) -> None:
         return loggers
 
     session.run_loggers = run_loggers  # type: ignore[assignment]
-    finish.log_run_end = _timed(finish.log_run_end, spent)  # type: ignore[assignment]
+    end = [0.0]
+    finish.log_run_end = _timed(_timed(finish.log_run_end, end), spent)  # type: ignore[assignment]
     t0 = time.perf_counter()
     code = 0
     try:
@@ -80,7 +81,13 @@ def child(variant: str, out: str, result: str) -> None:
     except SystemExit as exc:
         code = int(exc.code or 0)
     worker = [cb.worker_cpu_s for cb in made if isinstance(cb, MLflowLogger)]
-    record = {"code": code, "inside_s": spent[0], "in_process_s": time.perf_counter() - t0, "worker_cpu_s": sum(w or 0 for w in worker)}
+    record = {
+        "code": code,
+        "inside_s": spent[0],
+        "end_s": end[0],
+        "in_process_s": time.perf_counter() - t0,
+        "worker_cpu_s": sum(w or 0 for w in worker),
+    }
     Path(result).write_text(json.dumps(record))
 
 
@@ -98,7 +105,9 @@ def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
     cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    # No job runner: its seven extra processes serve MLflow's GenAI jobs, which a training never uses.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root, env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -121,27 +130,42 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
-def one_run(tmp: Path, variant: str, name: str, uri: str) -> dict[str, float]:
+def session_cpu(sid: int) -> float:
+    """CPU seconds used so far by the processes of session ``sid`` (the server and its children), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, and those of its waited-for children
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(tmp: Path, variant: str, name: str, uri: str, server: int) -> dict[str, float]:
     """One ``imagefit train`` process; its wall time from start to exit and what its child runner measured."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     if variant.endswith("mlflow"):
         env["MLFLOW_TRACKING_URI"] = uri
     out, result = tmp / f"run-{name}", tmp / f"result-{name}.json"
     with (tmp / f"log-{name}.txt").open("wb") as log:
+        cpu0 = session_cpu(server)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--child", variant, str(out), str(result)], env=env, stdout=log, stderr=log, check=True)
         wall = time.perf_counter() - t0
     record = json.loads(result.read_text())
     if record["code"] != 0:
         raise SystemExit(f"{variant} run failed: {(tmp / f'log-{name}.txt').read_text()[-2000:]}")
-    return {"wall": wall, **record}
+    return {"wall": wall, **record, "server_cpu_s": session_cpu(server) - cpu0}
 
 
 def table(runs: dict[str, list[dict[str, float]]]) -> str:
     base = statistics.median(r["wall"] for r in runs["plain"])
     rows = [
-        "| run records | median wall time (s) | all rounds (s) | vs plain | inside the loggers (s) | worker CPU (s) | direct cost, % of plain |",
-        "|---|---|---|---|---|---|---|",
+        "| run records | median wall time (s) | all rounds (s) | vs plain | inside the loggers (s) | of which the end (s) "
+        "| worker CPU (s) | direct cost, % of plain | server CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
         walls = [r["wall"] for r in runs[v]]
@@ -151,7 +175,7 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
         direct = f"{100 * (inside + worker) / base:.2f}%" if v != "plain" else "-"
         rows.append(
             f"| {v} | {med:.2f} | {', '.join(f'{w:.2f}' for w in walls)} | {100 * (med / base - 1):+.1f}% | "
-            f"{inside:.3f} | {worker:.2f} | {direct} |"
+            f"{inside:.3f} | {statistics.median(r['end_s'] for r in runs[v]):.3f} | {worker:.2f} | {direct} | {statistics.median(r['server_cpu_s'] for r in runs[v]):.2f} |"
         )
     return "\n".join(rows)
 
@@ -173,10 +197,10 @@ def main() -> None:
         server, uri = start_server(tmp)
         load_before = os.getloadavg()[0]
         try:
-            one_run(tmp, "tensorboard+mlflow", "warm-up", uri)  # feature cache, MLflow schema, file cache: not timed
+            one_run(tmp, "tensorboard+mlflow", "warm-up", uri, server.pid)  # feature cache, MLflow schema, file cache: not timed
             for i in range(args.rounds):
                 for v in VARIANTS:
-                    runs[v].append(one_run(tmp, v, f"{v}-{i}", uri))
+                    runs[v].append(one_run(tmp, v, f"{v}-{i}", uri, server.pid))
                     print(v, json.dumps({k: round(x, 3) for k, x in runs[v][-1].items()}), flush=True)
         finally:
             stop_server(server)
@@ -187,9 +211,11 @@ def main() -> None:
         f"warm feature cache, {args.rounds} alternating rounds after an untimed warm-up; each run is a whole `imagefit train` "
         "process, timed from start to exit. `plain` has no run records; `tensorboard+mlflow` logs to a local `mlflow server` "
         "(loopback, SQLite store, proxied artifacts) started by the script. *Inside the loggers*: time the training process "
-        "spends in every logger hook, the end-of-run logging and the wait for the MLflow worker; *worker CPU*: the MLflow "
+        "spends in every logger hook, the end-of-run logging and the wait for the MLflow worker (*of which the end*: the end-of-run step alone, TensorBoard's images and the wait for the uploads); *worker CPU*: the MLflow "
         "worker process's CPU time; *direct cost* is their sum over the plain run's wall time, the figure the machine's load "
-        f"barely moves. Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores.\n\n"
+        "barely moves. *Server CPU*: what the local MLflow server (job runner off) spent meanwhile, on the same cores: "
+        "a cost of hosting the server beside the training, not of logging to it."
+        f" Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores.\n\n"
         + rows
         + f"\n\n{provenance()}"
     )

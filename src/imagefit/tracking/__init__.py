@@ -48,4 +48,4 @@ def log_run_end(loggers: list[Callback], out: Path, metrics: dict[str, Any], war
         cb.wait(warn)
 
 
-__all__ = ["TB_DIR", "MLflowLogger", "TensorBoardLogger", "log_run_end", "mlflow_requested", "run_loggers"]
+__all__ = ["TB_DIR", "MLflowLogger", "TensorBoardLogger", "log_run_end", "mlflow_requested", "run_loggers", "stderr_warning"]
