@@ -3,8 +3,10 @@
 Every engine runs the same lite0 weights on the same pre-decoded uint8 photos (cats_and_dogs_filtered
 validation), in one process, taking turns in interleaved rounds so background load hits them alike.
 Agreement is the largest difference in class probability, through a head trained on the bundled
-sample, against plain torch fp32. Writes the "Inference engines (CPU)" section of BENCHMARKS.md.
-Usage: ``python bench/engines.py [--images 256] [--rounds 3]``.
+sample, against plain torch fp32. The int8 rows run one graph, quantized on 200 training photos (a
+seeded choice), by ONNX Runtime and by OpenVINO. Writes the "Inference engines (CPU)" section of
+BENCHMARKS.md unless ``--no-write``.
+Usage: ``python bench/engines.py [--images 256] [--rounds 3] [--no-write]``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md as it is")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         import numpy as np
@@ -31,7 +34,8 @@ def main() -> None:
 
         from imagefit.data.load import load_image
         from imagefit.engine import Engine, PixelModel
-        from imagefit.engines.cpu import bf16_supported, default_cpu_engine
+        from imagefit.engines.cpu import bf16_supported, default_cpu_engine, importable
+        from imagefit.engines.quantize import calibration_choice
 
         model = sample_model(Path(tmp))
         files = sorted((DATA / "validation").rglob("*.jpg"))[:: max(1, 1000 // args.images)][: args.images]
@@ -40,7 +44,15 @@ def main() -> None:
         key = f"bench-{model.meta['backbone']['digest']}"
 
         precisions = [("onnx", "fp32"), ("openvino", "fp32")] + ([("openvino", "bf16")] if bf16_supported() else [])
-        engines = {f"{k}_{p}": Engine(lambda: model.backbone, model.preprocess, key, k, precision=p) for k, p in precisions}
+        precisions += [("onnx", "int8")] + ([("openvino", "int8")] if importable("openvino") else [])
+        # Never the timed photos (validation): training photos, as a user's run would calibrate.
+        calibration = calibration_choice(sorted((DATA / "train").rglob("*.jpg")), seed=0)
+        engines = {
+            f"{k}_{p}": Engine(
+                lambda: model.backbone, model.preprocess, key, k, precision=p, calibration=calibration if p == "int8" else None
+            )
+            for k, p in precisions
+        }
         cl = PixelModel(model.backbone, model.preprocess.mean, model.preprocess.std).eval().to(memory_format=torch.channels_last)
 
         def torch_run(m: torch.nn.Module, bf16: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -93,10 +105,12 @@ def main() -> None:
         + f"\n\n{len(x)} validation photos, pre-decoded to uint8 224x224, {args.rounds} interleaved rounds. "
         "The default is the fastest engine that holds accuracy: bf16 features are accepted by their effect on accuracy and "
         "log loss with a head trained on bf16 features (Feature precision section), not by per-photo identity with fp32; "
-        "the difference column here is for information (a head trained on fp32 features, fed bf16 ones).\n\n"
+        "the difference column here is for information (a head trained on fp32 features, fed bf16 ones). "
+        "int8: one graph quantized on 200 training photos (ONNX Runtime static QDQ, per-channel weights), run by each engine.\n\n"
         f"{provenance()}"
     )
-    update_section("engines", "Inference engines (CPU)", body)
+    if not args.no_write:
+        update_section("engines", "Inference engines (CPU)", body)
     print(body)
 
 
