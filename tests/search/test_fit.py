@@ -50,3 +50,26 @@ def test_budget_refuses_finetune(tmp_path: Path, make_img) -> None:  # type: ign
             make_img(root / name / f"{name}_{i}.png", color, seed=i)
     with pytest.raises(ConfigError, match="invalid strategy with --budget or --preset"):
         imagefit.train(root, out=tmp_path / "run", budget="5s", strategy="finetune", progress=False)
+
+
+def test_a_tta_winner_is_saved_with_tta(tmp_path: Path, make_img, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imagefit.search import fit as fit_mod
+
+    real = fit_mod.search
+
+    def tta_winner(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real(*args, **kwargs)
+        result.best.entry.tta = True  # as if flip averaging had scored best on validation
+        return result
+
+    monkeypatch.setattr(fit_mod, "search", tta_winner)
+    root = tmp_path / "data"
+    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
+        for i in range(6):
+            make_img(root / name / f"{name}_{i}.png", color, seed=i + (50 if name == "red" else 0))
+    run = imagefit.train(root, out=tmp_path / "run", budget="5s", progress=False)
+    meta = json.loads((run.path / "imagefit.json").read_text())
+    assert meta["tta"] is True
+    model = imagefit.load(run.path)
+    assert model.temperature > 0
+    assert model.evaluate(root, tta=True)["tta"] is True
