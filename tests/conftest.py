@@ -16,11 +16,8 @@ REAL = ROOT.parent / "shared" / "data" / "cats_and_dogs_filtered"
 
 # Tests never touch the network: Hugging Face lookups stay in the local cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
-# The suite runs ONNX Runtime in fp32 unless a test asks otherwise. With OpenVINO (the default
-# on AMX CPUs) loaded in the pytest process, a later test that starts subprocesses from worker
-# threads (tests/reliability/test_interrupt.py) killed the whole session with SIGSEGV; OpenVINO
-# is tested in child processes instead (tests/engines, tests/test_engine.py, test_wiring, export).
-os.environ.setdefault("IMAGEFIT_ENGINE", "onnx")
+# The suite runs the machine's default engine (OpenVINO bf16 on AMX CPUs, else ONNX Runtime fp32);
+# IMAGEFIT_ENGINE / IMAGEFIT_PRECISION set in the environment choose another for the whole run.
 
 
 @pytest.fixture(scope="session", autouse=True)
