@@ -27,6 +27,8 @@ from .paths import atomic_write_bytes, atomic_write_json
 from .record import FORMAT_VERSION, META_FILE, RunRecord
 
 WEIGHTS_FILE = "model.safetensors"
+# A run with --precision int8 keeps the graph it was quantized to: it depends on the run's own photos.
+INT8_GRAPH_FILE = "features.int8.onnx"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".h5", ".joblib")
 BACKBONE_PREFIX = "backbone."
 # safetensors metadata key: the backbone's tensor names in state_dict order (a JSON list).
@@ -76,6 +78,46 @@ def save_run(folder: Path, module: torch.nn.Module, meta: RunRecord | dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / WEIGHTS_FILE, module)
     atomic_write_json(folder / META_FILE, raw)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_int8_graph(graph: Path, out: Path, *, write: bool = True) -> dict[str, str]:
+    """Copy a run's int8 graph into the run folder; returns the record's ``features`` entries naming it.
+
+    Args:
+        graph: The quantized graph the engine runs (in the cache).
+        out: The run folder.
+        write: False on the ranks of a distributed run that write nothing (the entries are still returned).
+    """
+    data = Path(graph).read_bytes()
+    if write:
+        atomic_write_bytes(Path(out) / INT8_GRAPH_FILE, data)
+    return {"graph": INT8_GRAPH_FILE, "graph_sha256": _sha256(data)}
+
+
+def restore_int8_graph(folder: Path, features: dict[str, str], cache_path: Path) -> None:
+    """Put a run's int8 graph where the engine looks for it, checked against the record first.
+
+    Raises:
+        ArtifactError: the record names no graph, the file is missing, or it is not the file the record names.
+    """
+    name, want = features.get("graph"), features.get("graph_sha256")
+    src = Path(folder) / (name or INT8_GRAPH_FILE)
+    if not name or not want:
+        raise ArtifactError(f"{folder}: the run's int8 features need their graph, and the record names none")
+    if Path(name).name != name:
+        raise ArtifactError(f"{folder}: features graph must be a file name in the run folder, received {name!r:.80}")
+    try:
+        data = src.read_bytes()
+    except OSError:
+        raise ArtifactError(f"{src}: missing; the run's int8 features cannot be computed without it") from None
+    got = _sha256(data)
+    if got != want:
+        raise ArtifactError(f"{src}: content does not match the record (sha256 {got[:12]}..., recorded {want[:12]}...): changed or damaged")
+    atomic_write_bytes(cache_path, data)
 
 
 def read_record(folder: Path) -> RunRecord:

@@ -24,7 +24,7 @@ STRATEGIES = ("linear", "finetune", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOADERS = ("auto", "pillow", "device")
 # What a CPU computes the frozen backbone's features in (imagefit.engines.cpu.PRECISIONS; this layer may not import it).
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 PRESETS = ("fast", "good", "best")
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 SCHEDULES = ("plateau", "cosine", "onecycle")  # imagefit.train.schedules.SCHEDULES
@@ -121,7 +121,7 @@ class ModelConfig:
     hidden: int = _opt(0, "Units of a hidden layer in the head; 0 for none (the backbone's default).")
     dropout: float = _opt(0.2, "Dropout before the head's last layer (0 to 0.95).")
     precision: str = _opt(
-        "auto", "Precision of the backbone's features on a CPU: auto (bf16 where the CPU has AMX, else fp32), fp32 or bf16.", PRECISIONS
+        "auto", "CPU feature precision: auto (bf16 with AMX, else fp32), fp32, bf16, int8 (calibrated on train).", PRECISIONS
     )
 
     def __post_init__(self) -> None:

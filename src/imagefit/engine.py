@@ -131,10 +131,13 @@ class Engine:
         self.threads = cpu_threads() if self.kind in GRAPH_ENGINES else 1
         self._runner: Runner | None = None
         self._lock = threading.Lock()
+        self.graph: Path | None = None  # the ONNX file a graph engine runs (a run saves its int8 graph)
         _ENGINES.add(self)
         if self.kind in GRAPH_ENGINES:
-            path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
+            path = graph_path(key, pre)
+            self.graph = path
             if self.precision.startswith("int8-"):
+                self.graph = quantized_path(path, self.precision.removeprefix("int8-"))
                 self._runner = self._load_int8(path, self.precision.removeprefix("int8-"), pixels)
                 return
             if not path.is_file():
@@ -267,6 +270,12 @@ def _choose(engine: str, precision: str, device: torch.device) -> tuple[str, str
     return engine, precision
 
 
+def graph_path(key: str, pre: Preprocess, precision: str = "fp32") -> Path:
+    """The cached ONNX graph of backbone ``key`` under ``pre``; for ``int8-<digest>``, its quantized graph."""
+    path = cache_root() / "onnx" / f"{key}-{pre.key()}.onnx"
+    return quantized_path(path, precision.removeprefix("int8-")) if precision.startswith("int8-") else path
+
+
 def _calibration(calibration: Sequence[np.ndarray | str | Path] | str | None, pre: Preprocess) -> tuple[str, np.ndarray | None]:
     """``(int8-<digest>, calibration pixels)``; pixels are None where an earlier graph's ``int8-<digest>`` is named."""
     if isinstance(calibration, str):
@@ -353,4 +362,4 @@ def model_key(prefix: str, digest: str) -> str:
     return f"{prefix.replace('/', '_')}-{digest}"
 
 
-__all__ = ["ENGINES", "PRECISIONS", "Engine", "PixelModel", "cpu_threads", "load_precision", "model_key", "resolve_device"]
+__all__ = ["ENGINES", "PRECISIONS", "Engine", "PixelModel", "cpu_threads", "graph_path", "load_precision", "model_key", "resolve_device"]

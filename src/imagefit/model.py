@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import WEIGHTS_FILE, check_digest, load_weights, nonfinite_tensor, read_record, verify_backbone
+from .artifacts import WEIGHTS_FILE, check_digest, load_weights, nonfinite_tensor, read_record, restore_int8_graph, verify_backbone
 from .data.discover import ImageSet, discover, list_images
 from .data.load import SkipLog
-from .engine import Engine, load_precision, model_key
+from .engine import Engine, graph_path, load_precision, model_key
 from .errors import ArtifactError, DataError, ImagefitError
 from .evaluate import calibrated_metrics
 from .features import FeatureCache, extract
@@ -137,6 +137,9 @@ class Model:
             if note:
                 UI().info(note)
             key = model_key(self.record.backbone.name, digest)
+            cached = graph_path(key, self.preprocess, precision)
+            if precision.startswith("int8-") and recorded == precision and not cached.is_file():
+                restore_int8_graph(self.path, self.record.features or {}, cached)
             self._engine = Engine(lambda: self.backbone, self.preprocess, key, self.engine_kind, precision=precision)
         return self._engine
 

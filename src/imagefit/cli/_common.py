@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from ..ui import console, plain
+
+# --tta/--no-tta of predict, evaluate and interpret: unset follows the run (a --budget run may have chosen flip averaging).
+Tta = Annotated[
+    bool | None,
+    typer.Option(
+        "--tta/--no-tta",
+        help="Average with the mirror image (--no-tta: never). Default: as the run was saved (--budget runs may choose it).",
+    ),
+]
 
 # Results go to stdout (pipe them); progress, warnings and skipped-file lists to stderr (``console``).
 stdout = Console(highlight=False, soft_wrap=True)

@@ -7,19 +7,13 @@ from typing import Annotated
 
 import typer
 
-from ._common import print_skipped, stdout
+from ._common import Tta, print_skipped, stdout
 
 
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     data: Annotated[Path, typer.Argument(help="Labeled data (any layout).")],
-    tta: Annotated[
-        bool | None,
-        typer.Option(
-            "--tta/--no-tta",
-            help="Average with the mirror image (--no-tta: never). Default: as the run was saved (--budget runs may choose it).",
-        ),
-    ] = None,
+    tta: Tta = None,
     out: Annotated[
         Path | None,
         typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import console, stdout
+from ._common import Tta, console, stdout
 
 
 def interpret(
@@ -21,10 +21,7 @@ def interpret(
     folds: Annotated[int, typer.Option(help="k of the k-fold out-of-fold predictions on the training photos.")] = 5,
     low: Annotated[float, typer.Option(help="Flag a training photo when its label's out-of-fold probability is below this...")] = 0.2,
     high: Annotated[float, typer.Option(help="...and another class's probability is at least this.")] = 0.7,
-    tta: Annotated[
-        bool | None,
-        typer.Option("--tta/--no-tta", help="Average validation predictions with the mirror image. Default: as the run was saved."),
-    ] = None,
+    tta: Tta = None,
 ) -> None:
     """Top losses, most confused class pairs, and likely-mislabeled training photos (CSV files + report.html)."""
     from rich.table import Table

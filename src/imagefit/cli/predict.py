@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import console, print_skipped, stdout
+from ._common import Tta, console, print_skipped, stdout
 
 
 def predict(
@@ -17,13 +17,7 @@ def predict(
         Path | None,
         typer.Option(help="CSV to write (default predictions.csv, or submission.csv with --kaggle); never an input or a non-CSV file."),
     ] = None,
-    tta: Annotated[
-        bool | None,
-        typer.Option(
-            "--tta/--no-tta",
-            help="Average with the mirror image (--no-tta: never). Default: as the run was saved (--budget runs may choose it).",
-        ),
-    ] = None,
+    tta: Tta = None,
     clip: Annotated[
         float,
         typer.Option(

@@ -26,11 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..artifacts import save_int8_graph
 from ..config import RunConfig, resolve
 from ..data.load import SkipLog
 from ..data.prepare import prepare_data
 from ..data.transforms import Preprocess
 from ..engine import Engine, model_key, resolve_device
+from ..engines.quantize import calibration_choice
 from ..errors import ConfigError
 from ..features import FeatureCache, extract
 from ..models.heads import Head, ImageClassifier
@@ -236,11 +238,16 @@ def _engine(ctx: RunContext, backbone: nn.Module, pre: Preprocess, key: str, eng
     Its engine and precision go into the run record, so prediction computes the features the head was trained on.
     """
     info, precision = ctx.dist, ctx.config.model.precision
+    # int8 is calibrated on training photos only (a seeded choice), never on validation.
+    calib = calibration_choice(ctx.train_set.paths, seed=ctx.config.train.seed) if precision == "int8" else None
     if not info.enabled or dev.type == "cuda":
-        eng = Engine(backbone, pre, key, engine, str(dev), precision=precision)
+        eng = Engine(backbone, pre, key, engine, str(dev), precision=precision, calibration=calib)
     else:
-        first = Engine(backbone, pre, key, engine, str(dev), precision=precision) if info.is_main else None
+        first = Engine(backbone, pre, key, engine, str(dev), precision=precision, calibration=calib) if info.is_main else None
         barrier(info)
-        eng = first or Engine(backbone, pre, key, engine, str(dev), precision=precision)
+        eng = first or Engine(backbone, pre, key, engine, str(dev), precision=precision, calibration=calib)
     ctx.features = {"engine": eng.kind, "precision": eng.precision}
+    if eng.precision.startswith("int8-") and eng.graph is not None:
+        # The quantized graph depends on this run's photos: it travels with the run (restored into the cache by load).
+        ctx.features.update(save_int8_graph(eng.graph, ctx.out, write=info.is_main))
     return eng
