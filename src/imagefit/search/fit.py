@@ -102,7 +102,7 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
     record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
     record.extra["search"] = result.leaderboard.to_dict()
     # Read back as the default of Model.predict/evaluate (tta=None): the model was chosen predicting this way.
-    record.extra["tta"] = bool(result.tta)
+    record.tta = bool(result.tta)
     if ctx.dist.is_main:
         result.leaderboard.write_csv(ctx.out / LEADERBOARD_FILE)
         finish.save(ctx, ImageClassifier(backbone, head), record, cal, val_out)
