@@ -36,8 +36,12 @@ def test_rates_measured_once_and_persisted(tmp_path):
     assert r.extraction("lite0", 224, 100) == pytest.approx(1.0)
     r.learn_fit(100, 10, 2, 5, 1.0)
     again = Rates("onnx", path)
-    assert again.measured == {"view_seconds", "fit_constant"}
+    assert again.measured == {"view_seconds", "fit_constant_multiclass"}
     assert again.head_fit(100, 10, 2, 5) == pytest.approx(1.0)
+    # A binary head's constant is its own (a one-logit fit's time said little about a 10-class one).
+    assert again.head_fit(100, 10, 1, 5) != pytest.approx(0.5)
+    again.learn_fit(100, 10, 1, 5, 2.0)
+    assert Rates("onnx", path).head_fit(100, 10, 1, 5) == pytest.approx(2.0)
     assert Rates("torch", path).measured == set()  # another engine, another figure
 
 

@@ -64,6 +64,13 @@ def relative_cost(backbone: str, img_size: int | None) -> float:
     return base
 
 
+FIT_KEYS = ("fit_constant_binary", "fit_constant_multiclass")
+
+
+def _fit_key(outputs: int) -> str:
+    return FIT_KEYS[0] if outputs <= 1 else FIT_KEYS[1]
+
+
 class Rates:
     """Measured speeds of this machine (per engine and core count), persisted once measured."""
 
@@ -80,8 +87,10 @@ class Rates:
             pass
         mine = self._all.get(self.key, {})
         self.view_seconds = float(mine.get("view_seconds", DEFAULT_VIEW_SECONDS))
-        self.fit_constant = float(mine.get("fit_constant", DEFAULT_FIT_CONSTANT))
-        self.measured: set[str] = {k for k in ("view_seconds", "fit_constant") if k in mine}
+        # Binary and multi-class heads get their own constant: a constant learned on a one-logit fit
+        # planned a 10-class lite1 head at 650 s when the same fits of lite0 took 21 s (clothing-small).
+        self.fit_constants = {k: float(mine.get(k, DEFAULT_FIT_CONSTANT)) for k in FIT_KEYS}
+        self.measured: set[str] = {k for k in ("view_seconds", *FIT_KEYS) if k in mine}
 
     def extraction(self, backbone: str, img_size: int | None, views: int) -> float:
         """Estimated seconds to compute ``views`` views."""
@@ -89,7 +98,7 @@ class Rates:
 
     def head_fit(self, samples: int, features: int, outputs: int, fits: int) -> float:
         """Estimated seconds of ``fits`` lbfgs fits."""
-        return samples * features * max(outputs, 1) * fits * self.fit_constant
+        return samples * features * max(outputs, 1) * fits * self.fit_constants[_fit_key(outputs)]
 
     def learn_extraction(self, backbone: str, img_size: int | None, views: int, seconds: float) -> None:
         """Record the first sizeable measurement (later searches plan with it)."""
@@ -99,11 +108,12 @@ class Rates:
         self._save("view_seconds", self.view_seconds)
 
     def learn_fit(self, samples: int, features: int, outputs: int, fits: int, seconds: float) -> None:
-        """Record the first head-fit measurement."""
-        if "fit_constant" in self.measured or seconds <= 0:
+        """Record the first head-fit measurement of this kind (binary or multi-class)."""
+        key = _fit_key(outputs)
+        if key in self.measured or seconds <= 0:
             return
-        self.fit_constant = seconds / max(samples * features * max(outputs, 1) * fits, 1)
-        self._save("fit_constant", self.fit_constant)
+        self.fit_constants[key] = seconds / max(samples * features * max(outputs, 1) * fits, 1)
+        self._save(key, self.fit_constants[key])
 
     def _save(self, name: str, value: float) -> None:
         self.measured.add(name)
