@@ -9,7 +9,7 @@ step per epoch across phases; at the end the final validation metrics under
 
 Kept cheap for the training: the images are the report's PNG files put into
 the image summaries as they are (no decoding and re-encoding), their record
-checksums are computed with NumPy (:mod:`._crc`), and an epoch costs one
+checksums are computed by google-crc32c (:mod:`._crc`), and an epoch costs one
 queued record, written by the writer's own thread. On a local disk each record
 is appended to the file as soon as that thread takes it, so a TensorBoard
 watching a running training sees every finished epoch; on file systems without
