@@ -82,7 +82,7 @@ class DataConfig:
         if self.workers < 0:
             raise invalid("workers", self.workers, "0 (automatic) or a positive integer")
         if self.filename_label_regex is not None:
-            _check_label_regex(self.filename_label_regex)
+            check_label_regex(self.filename_label_regex)
         for knob, (low, high) in AUG_BOUNDS.items():
             value = getattr(self, knob)
             if value is not None and not low <= value <= high:
@@ -95,14 +95,15 @@ class DataConfig:
         return {k: getattr(self, k) for k in (*AUG_BOUNDS, "flip") if getattr(self, k) is not None}
 
 
-def _check_label_regex(pattern: str) -> None:
-    """A label regex must compile and capture the label (group ``label``, else group 1)."""
+def check_label_regex(pattern: str) -> re.Pattern[str]:
+    """The label regex compiled, if it compiles and captures the label (group ``label``, else group 1); also used by data.labels."""
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
         raise invalid("filename_label_regex", pattern, f"a valid regular expression ({exc})") from None
     if compiled.groups < 1:
         raise invalid("filename_label_regex", pattern, "a regular expression with a group capturing the label, e.g. ^([a-z]+)_")
+    return compiled
 
 
 def _check_budget(budget: str) -> None:

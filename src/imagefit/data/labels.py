@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DataError, invalid
+from ..config import check_label_regex
+from ..errors import DataError
 
 if TYPE_CHECKING:
     import _csv
@@ -57,15 +58,7 @@ def compile_label_regex(regex: str | None) -> re.Pattern[str]:
     Raises:
         ConfigError: if ``regex`` is not a valid regular expression with a group.
     """
-    if not regex:
-        return FILENAME_LABEL
-    try:
-        pattern = re.compile(regex)
-    except re.error as exc:
-        raise invalid("filename_label_regex", regex, f"a Python regular expression ({exc})") from None
-    if pattern.groups < 1:
-        raise invalid("filename_label_regex", regex, "a regular expression with a group for the label, e.g. (?P<label>[^_]+)_")
-    return pattern
+    return check_label_regex(regex) if regex else FILENAME_LABEL
 
 
 def _label_of(pattern: re.Pattern[str], name: str) -> str | None:
