@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _procs import run_bounded
 from imagefit.predict_dist import Layout, RankPart, chunk, distributed_launch, merge_layout, shard, skip_positions
 
 # What the CLI does under torchrun (see the report to the lead): one error line, from rank 0 only.
@@ -61,18 +61,7 @@ def _torchrun(
     args = ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     environ = {**os.environ, "OMP_NUM_THREADS": "1", "IMAGEFIT_THREADS": "1", "IMAGEFIT_CACHE": str(tmp_path / "cache-ranks"), **env}
     cmd = [sys.executable, "-m", "torch.distributed.run", *args, str(script), str(run), json.dumps(jobs), *map(str, inputs)]
-    # Its own session, so a run past the limit is killed with every rank torchrun started
-    # (subprocess.run's timeout kills torchrun alone and leaves the ranks running).
-    with subprocess.Popen(
-        cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
-    ) as proc:
-        try:
-            out, err = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            pytest.fail(f"torchrun did not finish in 300 s (a hang):\n{out[-2000:]}\n{err[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return run_bounded(cmd, environ, "torchrun (a hang)", cwd=tmp_path)
 
 
 @pytest.fixture

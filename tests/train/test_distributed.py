@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _procs import run_bounded
 from imagefit.errors import ConfigError
 from imagefit.train.distributed import DistInfo, per_rank_batch, sum_across
 
@@ -23,16 +23,7 @@ def _history(run: Path) -> list[dict[str, str]]:
 
 
 def _train(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    # Its own session, so a run past the limit is killed with every rank torchrun started
-    # (subprocess.run's timeout kills torchrun alone and leaves the ranks running).
-    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
-        try:
-            out, err = proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            pytest.fail(f"training did not finish in 300 s:\n{out[-2000:]}\n{err[-4000:]}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    return run_bounded(args, env, "training")
 
 
 def test_per_rank_batch_splits_evenly() -> None:
