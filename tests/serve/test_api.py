@@ -76,11 +76,9 @@ def test_predict_matches_library(client: TestClient, trained_run: Path) -> None:
 
 def test_predict_uses_temperature(serve_app: FastAPI, trained_run: Path, tmp_path: Path) -> None:
     """Probabilities are calibrated with the run's temperature."""
-    run = tmp_path / "hot"
-    shutil.copytree(trained_run, run)
-    meta = json.loads((run / "imagefit.json").read_text())
-    meta["temperature"] = 4.0
-    (run / "imagefit.json").write_text(json.dumps(meta))
+    from _runs import edited_run
+
+    run = edited_run(trained_run, tmp_path / "hot", temperature=4.0)
     want = imagefit.load(run).predict([CAT]).records[0]["probability"]
     with TestClient(create_app(ServeSettings(str(run)))) as c:
         got = c.post("/predict", files={"files": ("cat.jpg", CAT.read_bytes(), "image/jpeg")}).json()
