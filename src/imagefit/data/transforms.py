@@ -252,7 +252,7 @@ def _one_torch_thread() -> None:
     Photos are resized one per worker thread while other photos run through the
     engine on the other cores; torch's intra-op threads there only contend with
     that inference (OpenMP's thread count is per calling thread, so this leaves
-    the main thread's training alone). Measured: bench/predict.py, BENCHMARKS.md.
+    the main thread's training alone).
     """
     if getattr(_LOCAL, "single", False) or threading.current_thread() is threading.main_thread():
         return

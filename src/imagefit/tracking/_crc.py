@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import google_crc32c
+
 _MASK32 = 0xFFFFFFFF
 
 
 def crc32c(data: bytes) -> int:
     """CRC-32C of ``data`` (the check value of ``b"123456789"`` is ``0xE3069283``)."""
-    import google_crc32c
-
     return int(google_crc32c.value(bytes(data)))
 
 
