@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import imagefit
 from imagefit.data.load import SkipLog
 from imagefit.engine import Engine
 from imagefit.errors import ModelError
-from imagefit.features import FeatureCache, extract
+from imagefit.features import FeatureCache, _read_vector, extract
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,26 @@ def test_non_finite_features_from_the_engine_stop_with_a_clear_error(trained_run
     with pytest.raises(ModelError, match="non-finite features .* for 4 of 4 photos"):
         extract(good, eng, model.preprocess, SkipLog(), cache=cache)
     assert not list(tmp_path.rglob("*.npy"))  # nothing of it was cached either
+
+
+def test_entries_are_read_without_pythons_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries are read from worker threads; CPython 3.11's compiler (np.load's header parser) is not thread-safe."""
+    import ast
+
+    cache = FeatureCache("ns", root=tmp_path)
+    digest, values = "ab" * 16, np.arange(1280, dtype=np.float32)
+    cache.put(digest, "orig", values)
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("the cache parsed Python source")
+
+    monkeypatch.setattr(ast, "literal_eval", refuse)
+    monkeypatch.setattr(ast, "parse", refuse)
+    got = cache.get(digest, "orig")
+    assert got is not None and got.flags.writeable
+    np.testing.assert_array_equal(got, values)
+    # Any other array shape or type in an entry with a valid record is refused, not reinterpreted.
+    for other in (values.astype(np.float64), values.reshape(32, 40), values.astype(">f4")):
+        buf = io.BytesIO()
+        np.save(buf, other, allow_pickle=False)
+        assert _read_vector(buf.getvalue()) is None

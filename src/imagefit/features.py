@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -130,13 +131,32 @@ def _parse_entry(data: bytes, expected: dict[str, str]) -> np.ndarray | None:
         return None
     if not isinstance(record, dict) or record.pop("checksum", None) != _checksum(array) or record != expected:
         return None
-    try:
-        values = np.load(io.BytesIO(array), allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    if values.dtype != np.float32 or values.ndim != 1 or not np.isfinite(values).all():
+    values = _read_vector(array)
+    if values is None or not np.isfinite(values).all():
         return None
     return values
+
+
+# The one header ``np.save`` writes for a 1-D little-endian float32 vector (format 1.0).
+_NPY_VECTOR = re.compile(rb"\x93NUMPY\x01\x00(..)\{'descr': '<f4', 'fortran_order': False, 'shape': \((\d+),\), \} *\n", re.DOTALL)
+
+
+def _read_vector(array: bytes) -> np.ndarray | None:
+    """The float32 vector an entry holds, or None for anything else.
+
+    Not ``np.load``: it parses the header with ``ast.literal_eval``, and CPython 3.11's
+    compiler is not safe to run from several threads at once (``SystemError: AST constructor
+    recursion depth mismatch``), which is how entries are read. The cache only ever writes this
+    one header, so matching it exactly is also stricter.
+    """
+    m = _NPY_VECTOR.match(array)
+    if m is None:
+        return None
+    (header_len,) = struct.unpack("<H", m.group(1))
+    start, count = 10 + header_len, int(m.group(2))
+    if m.end() != start or len(array) != start + 4 * count:
+        return None
+    return np.frombuffer(array, dtype="<f4", offset=start).astype(np.float32, copy=True)
 
 
 @dataclass
