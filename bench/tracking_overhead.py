@@ -10,9 +10,11 @@ The main job: ``imagefit train`` (defaults: lite0, ``linear``) on cats_and_dogs_
   SQLite store and proxied artifacts (stopped at the end).
 
 Besides the wall times it reports a direct cost, which the machine's load barely moves: the time the
-training process spends inside the loggers (every hook, the end-of-run logging and the wait for the
-MLflow worker) plus the CPU time of the MLflow worker process. Writes the "Run records overhead"
-section of BENCHMARKS.md (``--print-only``: just print).
+training process spends inside the loggers (every hook and the end-of-run logging) plus the CPU time
+the MLflow worker process spent before the training ended (when it competed with it). The training
+does not wait for the worker's uploads: the script waits for them between runs, untimed, and reports
+how long after the training's exit they finished and the worker's whole CPU time. Writes the "Run
+records overhead" section of BENCHMARKS.md (``--print-only``: just print).
 Usage: ``python bench/tracking_overhead.py [--rounds 5] [--cache DIR] [--print-only]``.
 """
 
@@ -34,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import DATA, provenance, update_section
+from imagefit.tracking import wait_for_mlflow
 
 VARIANTS = ("plain", "tensorboard", "tensorboard+mlflow")
 HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end", "state_dict", "load_state_dict")
@@ -59,11 +62,11 @@ def child(variant: str, out: str, result: str) -> None:
     spent, made = [0.0], []
     real_loggers = session.run_loggers
 
-    def run_loggers(folder: Path, config: dict[str, Any], *, mlflow: bool | None = None, enabled: bool = True) -> list[Any]:
+    def run_loggers(folder: Path, config: dict[str, Any], *, mlflow: bool | None = None, **kwargs: Any) -> list[Any]:
         if variant == "plain":
             return []
         t0 = time.perf_counter()
-        loggers = real_loggers(folder, config, mlflow=variant.endswith("mlflow"), enabled=enabled)
+        loggers = real_loggers(folder, config, mlflow=variant.endswith("mlflow"), **kwargs)
         spent[0] += time.perf_counter() - t0
         for cb in loggers:
             for hook in HOOKS:
@@ -80,13 +83,12 @@ def child(variant: str, out: str, result: str) -> None:
         main(["train", str(DATA / "train"), "--val", str(DATA / "validation"), "--out", out])
     except SystemExit as exc:
         code = int(exc.code or 0)
-    worker = [cb.worker_cpu_s for cb in made if isinstance(cb, MLflowLogger)]
     record = {
         "code": code,
         "inside_s": spent[0],
         "end_s": end[0],
         "in_process_s": time.perf_counter() - t0,
-        "worker_cpu_s": sum(w or 0 for w in worker),
+        "mlflow": any(isinstance(cb, MLflowLogger) for cb in made),
     }
     Path(result).write_text(json.dumps(record))
 
@@ -154,28 +156,43 @@ def one_run(tmp: Path, variant: str, name: str, uri: str, server: int) -> dict[s
         t0 = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--child", variant, str(out), str(result)], env=env, stdout=log, stderr=log, check=True)
         wall = time.perf_counter() - t0
+    exited = time.time()
     record = json.loads(result.read_text())
     if record["code"] != 0:
         raise SystemExit(f"{variant} run failed: {(tmp / f'log-{name}.txt').read_text()[-2000:]}")
-    return {"wall": wall, **record, "server_cpu_s": session_cpu(server) - cpu0}
+    worker = {"worker_cpu_s": 0.0, "worker_cpu_at_end_s": 0.0, "background_s": 0.0}
+    if record.pop("mlflow"):
+        # Untimed: the uploads the training handed over finish before the next run starts.
+        state = wait_for_mlflow(out, 300) or {}
+        if state.get("state") != "finished":
+            raise SystemExit(f"{variant} run: MLflow logging did not finish: {state}")
+        worker = {
+            "worker_cpu_s": float(state["cpu_s"]),
+            "worker_cpu_at_end_s": float(state.get("cpu_at_end_s", 0.0)),
+            "background_s": max(0.0, float(state["finished"]) - exited),
+        }
+    return {"wall": wall, **record, **worker, "server_cpu_s": session_cpu(server) - cpu0}
 
 
 def table(runs: dict[str, list[dict[str, float]]]) -> str:
     base = statistics.median(r["wall"] for r in runs["plain"])
     rows = [
         "| run records | median wall time (s) | all rounds (s) | vs plain | inside the loggers (s) | of which the end (s) "
-        "| worker CPU (s) | direct cost, % of plain | server CPU (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| worker CPU during the training (s) | direct cost, % of plain | worker CPU in all (s) | uploads done after exit (s) | server CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def med(v: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[v])
+
     for v in VARIANTS:
         walls = [r["wall"] for r in runs[v]]
-        med = statistics.median(walls)
-        inside = statistics.median(r["inside_s"] for r in runs[v])
-        worker = statistics.median(r["worker_cpu_s"] for r in runs[v])
-        direct = f"{100 * (inside + worker) / base:.2f}%" if v != "plain" else "-"
+        inside, during = med(v, "inside_s"), med(v, "worker_cpu_at_end_s")
+        direct = f"{100 * (inside + during) / base:.2f}%" if v != "plain" else "-"
         rows.append(
-            f"| {v} | {med:.2f} | {', '.join(f'{w:.2f}' for w in walls)} | {100 * (med / base - 1):+.1f}% | "
-            f"{inside:.3f} | {statistics.median(r['end_s'] for r in runs[v]):.3f} | {worker:.2f} | {direct} | {statistics.median(r['server_cpu_s'] for r in runs[v]):.2f} |"
+            f"| {v} | {med(v, 'wall'):.2f} | {', '.join(f'{w:.2f}' for w in walls)} | {100 * (med(v, 'wall') / base - 1):+.1f}% | "
+            f"{inside:.3f} | {med(v, 'end_s'):.3f} | {during:.2f} | {direct} | {med(v, 'worker_cpu_s'):.2f} | "
+            f"{med(v, 'background_s'):.2f} | {med(v, 'server_cpu_s'):.2f} |"
         )
     return "\n".join(rows)
 
@@ -211,9 +228,12 @@ def main() -> None:
         f"warm feature cache, {args.rounds} alternating rounds after an untimed warm-up; each run is a whole `imagefit train` "
         "process, timed from start to exit. `plain` has no run records; `tensorboard+mlflow` logs to a local `mlflow server` "
         "(loopback, SQLite store, proxied artifacts) started by the script. *Inside the loggers*: time the training process "
-        "spends in every logger hook, the end-of-run logging and the wait for the MLflow worker (*of which the end*: the end-of-run step alone, TensorBoard's images and the wait for the uploads); *worker CPU*: the MLflow "
-        "worker process's CPU time; *direct cost* is their sum over the plain run's wall time, the figure the machine's load "
-        "barely moves. *Server CPU*: what the local MLflow server (job runner off) spent meanwhile, on the same cores: "
+        "spends in every logger hook and the end-of-run logging (*of which the end*: the end-of-run step alone, TensorBoard's "
+        "images and handing the MLflow worker its files; the training does not wait for the uploads); *worker CPU during the "
+        "training*: the MLflow worker process's CPU time until the training handed over its end (at nice 19); *direct cost* is "
+        "their sum over the plain run's wall time, the figure the machine's load barely moves. *Worker CPU in all* and *uploads "
+        "done after exit*: the worker's whole CPU time, and how long after the `imagefit train` process exited MLflow had "
+        "every file (the script waits for that between runs, untimed). *Server CPU*: what the local MLflow server (job runner off) spent meanwhile, on the same cores: "
         "a cost of hosting the server beside the training, not of logging to it."
         f" Load average (1 min) {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores.\n\n"
         + rows

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ..train.callbacks import Callback
-from .mlflow import MLflowLogger, mlflow_requested, stderr_warning
+from .mlflow import MLflowLogger, mlflow_requested, mlflow_state, stderr_warning, wait_for_mlflow
 from .tensorboard import TB_DIR, TensorBoardLogger
 
 
-def run_loggers(out: Path, config: dict[str, Any], *, mlflow: bool | None = None, enabled: bool = True) -> list[Callback]:
+def run_loggers(
+    out: Path, config: dict[str, Any], *, mlflow: bool | None = None, enabled: bool = True, warn: Callable[[str], None] = stderr_warning
+) -> list[Callback]:
     """The run-record callbacks for a run writing to ``out``: TensorBoard always, MLflow if requested.
 
     Args:
@@ -24,19 +26,21 @@ def run_loggers(out: Path, config: dict[str, Any], *, mlflow: bool | None = None
         config: The resolved config (``RunConfig.to_dict()``), logged as MLflow parameters.
         mlflow: ``--mlflow``; None follows ``MLFLOW_TRACKING_URI``.
         enabled: False on non-zero distributed ranks (nothing is written).
+        warn: Where a line about an MLflow server that cannot be reached goes.
     """
     if not enabled:
         return []
     loggers: list[Callback] = [TensorBoardLogger(out / TB_DIR)]
     if mlflow_requested(mlflow):
-        loggers.append(MLflowLogger(config, run_name=out.name))
+        loggers.append(MLflowLogger(config, run_name=out.name, folder=out, warn=warn))
     return loggers
 
 
-def log_run_end(loggers: list[Callback], out: Path, metrics: dict[str, Any], warn: Callable[[str], None] = stderr_warning) -> None:
+def log_run_end(loggers: list[Callback], out: Path, metrics: dict[str, Any], note: Callable[[str], None] | None = None) -> None:
     """Final metrics, confusion matrix, validation-photo grid and artifacts, then close every logger.
 
-    MLflow logging that failed or timed out is one ``warn`` line: the run itself succeeded.
+    MLflow's upload finishes in the background (``note`` hears where its state
+    is); what fails there is the worker's one warning line, never the training's error.
     """
     mlflow = [cb for cb in loggers if isinstance(cb, MLflowLogger)]
     for cb in mlflow:
@@ -45,7 +49,17 @@ def log_run_end(loggers: list[Callback], out: Path, metrics: dict[str, Any], war
         if isinstance(tb, TensorBoardLogger):
             tb.log_run_end(out, metrics)
     for cb in mlflow:
-        cb.wait(warn)
+        cb.release(note)
 
 
-__all__ = ["TB_DIR", "MLflowLogger", "TensorBoardLogger", "log_run_end", "mlflow_requested", "run_loggers", "stderr_warning"]
+__all__ = [
+    "TB_DIR",
+    "MLflowLogger",
+    "TensorBoardLogger",
+    "log_run_end",
+    "mlflow_requested",
+    "mlflow_state",
+    "run_loggers",
+    "stderr_warning",
+    "wait_for_mlflow",
+]

@@ -1,10 +1,14 @@
-"""A helper process fed JSON lines, that the training never waits for until the end.
+"""A helper process fed JSON lines, that the training never waits for.
 
 The training only queues messages (:meth:`Child.send` returns at once); a
 thread writes them to the child's stdin and another reads its replies (one
 JSON object per line on its stdout). The child's stderr goes to an unnamed
 temporary file, so a library's log lines never land in the training's output;
-its last line explains a child that died without saying why.
+its last line explains a child that died without saying why. The child runs in
+a session of its own, so that it can finish its work after the training has
+returned (:meth:`Child.close`) without the terminal's hang-up or Ctrl-C; on
+POSIX it gets a copy of the training's stderr (:attr:`Child.notify_fd` in the
+child) for the one line that says what went wrong after that.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ from pathlib import Path
 from typing import Any
 
 Reply = dict[str, Any]
+# Names the child's copy of the parent's stderr (see the module notes).
+NOTIFY_FD_ENV = "IMAGEFIT_NOTIFY_FD"
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _env() -> dict[str, str]:
@@ -45,13 +59,24 @@ class Child:
 
     def __init__(self, module: str, on_reply: Callable[[Reply], None] | None = None):
         self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=_env(),
-        )
+        env = _env()
+        # The child's own stderr is the temporary file: the parent's goes to it under another number.
+        notify = os.dup(2) if os.name == "posix" and _is_open(2) else None
+        if notify is not None:
+            env[NOTIFY_FD_ENV] = str(notify)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", module],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=env,
+                start_new_session=os.name == "posix",
+                pass_fds=() if notify is None else (notify,),
+            )
+        finally:
+            if notify is not None:
+                os.close(notify)
         self.replies: list[Reply] = []
         self._closed = False
         self._on_reply = on_reply
@@ -66,11 +91,21 @@ class Child:
         if not self._closed:
             self._queue.put(json.dumps(message).encode() + b"\n")
 
-    def close(self) -> None:
-        """End of input once the queued messages are written (the child sees EOF)."""
+    def close(self, wait: float = 0.0) -> None:
+        """End of input once the queued messages are written (the child sees EOF).
+
+        Args:
+            wait: Seconds to wait at most for the queued messages to be in the pipe.
+        """
         if not self._closed:
             self._closed = True
             self._queue.put(None)
+        if wait > 0:
+            self._sender.join(wait)
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait for the replies of a child that has exited (its stdout at EOF)."""
+        self._reader.join(timeout)
 
     def _send_loop(self) -> None:
         stdin = self.proc.stdin

@@ -11,19 +11,30 @@ training sent them:
 - ``metrics``: one epoch's metrics at a step (all the epochs waiting are sent in one batch);
 - ``end``: final metrics, the artifacts, the run marked FINISHED; then it exits.
 
-It replies on stdout: ``{"run_id": ...}`` once the run exists, and last
-``{"done": true}`` or ``{"error": "..."}``, with its CPU seconds. At the first
-failed call it stops (a server that is down would make every later call wait
-through its retries) and says why. End of input without ``end`` (the training
-stopped) marks the run KILLED; ``resume`` sets it RUNNING again.
+It replies on stdout: ``{"run_id": ...}`` once the run exists. Its state goes
+to the run folder's ``mlflow.json`` (:data:`STATE_FILE`): ``logging`` while
+the training runs and the files upload, then ``finished`` or ``failed`` (with
+the reason and the MLflow run id), so that the training never waits for it: it
+returns at once and this process finishes the upload in the background, at
+most ``IMAGEFIT_MLFLOW_TIMEOUT`` seconds after the end of the training. At the
+first failed call it stops (a server that is down would make every later call
+wait through its retries), marks the state ``failed`` and writes one warning
+line to the training's stderr (the terminal or log that started it). End of
+input without ``end`` (the training stopped) marks the run KILLED; ``resume``
+sets it RUNNING again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # Tag naming the training a run belongs to, so that a resume finds the run even
@@ -31,6 +42,9 @@ from typing import Any
 RUN_KEY_TAG = "imagefit.run_key"
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits per log_batch call
 UPLOADS = 4  # artifact uploads at once at the end
+STATE_FILE = "mlflow.json"  # in the run folder
+DEFAULT_TIMEOUT = 120.0  # seconds after the end of the training, unless the training says otherwise
+NOTIFY_FD_ENV = "IMAGEFIT_NOTIFY_FD"  # the training's stderr (tracking._child)
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -45,8 +59,55 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def reply(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    """One line to the training; nothing once it has gone (it returned while this process finishes)."""
+    try:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's exit does not fail on it either
+        os.close(devnull)
+
+
+def notify(line: str) -> None:
+    """One line on the training's stderr, if it gave one and it is still open."""
+    fd = os.environ.get(NOTIFY_FD_ENV, "")
+    if fd.isdigit():
+        try:
+            os.write(int(fd), (line.rstrip("\n") + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass
+
+
+class State:
+    """The run folder's ``mlflow.json``: what became of the MLflow run, for whoever looks after the training returned."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.fields: dict[str, Any] = {"state": "logging", "pid": os.getpid()}
+        self._lock = threading.Lock()  # the input reader, the deadline and the main thread all write it
+
+    def at(self, folder: str | None) -> None:
+        if folder and self.path is None:
+            self.path = Path(folder) / STATE_FILE
+            self.update()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            if self.fields["state"] != "logging":
+                return  # the last word is said once (the deadline and a late failure may race)
+            self.fields.update({k: v for k, v in fields.items() if v is not None})
+            self._write()
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.fields, indent=1) + "\n")
+            os.replace(tmp, self.path)  # readers see the old state or the new one, never half
+        except OSError:
+            pass  # a run folder removed since: nobody is left to read it
 
 
 class Session:
@@ -120,8 +181,8 @@ class Session:
     def end(self, files: list[list[str]]) -> None:
         """Log the metrics waiting and ``files`` (``[path, artifact folder or ""]``), then mark the run FINISHED.
 
-        The training waits for this step: the calls go out side by side (each
-        is mostly a round trip to the server), the largest file first.
+        The calls go out side by side (each is mostly a round trip to the
+        server), the largest file first.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -153,26 +214,95 @@ def handle(session: Session, message: dict[str, Any]) -> bool:
     return False
 
 
-def messages() -> Any:
-    """Lists of the messages that arrived together (read as they come, so a backlog goes out in one batch)."""
+Arrival = Callable[[dict[str, Any] | None], None]
+
+
+def _read_stdin(out: queue.SimpleQueue[list[dict[str, Any]] | None], arrived: Arrival) -> None:
+    # Read from the start, whatever the main thread is doing (importing mlflow, waiting on a
+    # server): a full pipe would make the training wait to hand over its last messages, and
+    # the end of the training must be seen when it comes (``arrived``; None at end of input).
     buffer = b""
-    while chunk := os.read(sys.stdin.fileno(), 1 << 16):
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        yield [json.loads(line) for line in lines if line.strip()]
+    try:
+        while chunk := os.read(sys.stdin.fileno(), 1 << 16):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            batch = [json.loads(line) for line in lines if line.strip()]
+            for message in batch:
+                arrived(message)
+            out.put(batch)
+    finally:
+        arrived(None)
+        out.put(None)
+
+
+def messages(arrived: Arrival) -> Any:
+    """Lists of the messages that arrived together (a backlog goes out in one batch)."""
+    inbox: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
+    threading.Thread(target=_read_stdin, args=(inbox, arrived), name="stdin", daemon=True).start()
+    while (batch := inbox.get()) is not None:
+        while True:
+            try:
+                more = inbox.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                yield batch
+                return
+            batch = batch + more
+        yield batch
+
+
+class Deadline:
+    """Stops the process ``seconds`` after the training ended (its ``end``, or end of input), saying so.
+
+    Armed from the thread that reads the input, so that a call hanging on a
+    server that never answers cannot keep it from being armed.
+    """
+
+    def __init__(self, state: State, where: Callable[[], str]):
+        self.state, self.where = state, where
+        self.seconds = DEFAULT_TIMEOUT
+        self._timer: threading.Timer | None = None
+
+    def arrived(self, message: dict[str, Any] | None) -> None:
+        if message is not None:
+            self.state.at(message.get("folder"))
+            self.seconds = float(message.get("timeout", self.seconds))
+        if (message is None or message.get("op") == "end") and self._timer is None:
+            # What this process had spent while the training ran (it competed for the CPU then; the rest did not).
+            self.state.update(cpu_at_end_s=_cpu())
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        reason = f"did not finish within {self.seconds:g} s of the end of the training (IMAGEFIT_MLFLOW_TIMEOUT)"
+        self.state.update(state="failed", error=reason, cpu_s=_cpu())
+        notify(f"warning: MLflow logging {reason} and was stopped: {self.where()} is incomplete")
+        os._exit(1)
 
 
 def run() -> bool:
     """Serve one training; True when its run was logged to the end."""
     session: Session | None = None
+    state = State()
+
+    def where() -> str:
+        run = f"MLflow run {session.run_id}" if session is not None and session.run_id else "the MLflow run"
+        return f"{run} ({state.path.parent} has everything)" if state.path else run
+
+    deadline = Deadline(state, where)
     ended = False
     try:
-        for batch in messages():
+        for batch in messages(deadline.arrived):
             for message in batch:
                 if message.get("op") == "init":
                     session = Session(message)
+                    state.update(tracking_uri=session.client.tracking_uri, experiment=session.experiment)
                 elif session is not None and handle(session, message):
                     ended = True
+                if session is not None and session.run_id:
+                    state.fields["run_id"] = session.run_id
             if ended:
                 break
             if session is not None:
@@ -181,10 +311,14 @@ def run() -> bool:
             session.flush()
             if session.run_id is not None:
                 session.client.set_terminated(session.run_id, "KILLED")
-    except Exception as exc:  # any failure becomes the one line the training prints
+    except Exception as exc:  # any failure becomes one line on the training's stderr and in the state file
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        reply({"error": f"{type(exc).__name__}: {first}", "cpu_s": _cpu()})
+        error = f"{type(exc).__name__}: {first}"
+        state.update(state="failed", error=error, cpu_s=_cpu())
+        reply({"error": error, "cpu_s": _cpu()})
+        notify(f"warning: MLflow logging failed ({error}): {where()} is incomplete")
         return False
+    state.update(state="finished" if ended else "stopped", finished=time.time(), cpu_s=_cpu())
     reply({"done": ended, "cpu_s": _cpu()})
     return True
 
@@ -199,7 +333,7 @@ def main() -> int:
     # metrics already sent are logged first, so the signal itself is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        os.nice(19)  # the training comes first; at its end it waits, and this process has the CPU
+        os.nice(19)  # the training comes first; what is left when it returns is done in the background
     except OSError:
         pass
     return 0 if run() else 1

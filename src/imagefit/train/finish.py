@@ -22,7 +22,7 @@ from ..evaluate import calibrated_metrics
 from ..models.spec import BackboneSpec
 from ..paths import atomic_write_json
 from ..record import BackboneInfo, DataInfo, HeadInfo, RunRecord
-from ..tracking import log_run_end, stderr_warning
+from ..tracking import log_run_end
 from ..ui import UI, plain
 from .session import OpenedRun, RunContext
 
@@ -111,8 +111,8 @@ def save(ctx: RunContext, classifier: nn.Module, record: RunRecord, cal: Calibra
             ctx.ui.info(f"  {plain(p)}: {plain(r)}")  # file names may hold "[/]" or non-UTF-8 bytes
     write_report(out, record.to_dict(), cal, list(ctx.csv.rows), val, ctx.ui)
     save_run(out, classifier, record)
-    # MLflow logging that failed is said even when the UI is quiet (progress=False): never a silent loss.
-    log_run_end(ctx.trackers, out, cal.metrics, warn=ctx.ui.warn if ctx.ui.enabled else stderr_warning)
+    # MLflow logging that fails is said by its worker on stderr even when the UI is quiet: never a silent loss.
+    log_run_end(ctx.trackers, out, cal.metrics, note=ctx.ui.info if ctx.ui.enabled else None)
 
 
 def write_report(out: Path, meta: dict[str, Any], cal: Calibrated, history: list[dict[str, Any]], val: ValidationLogits, ui: UI) -> None:

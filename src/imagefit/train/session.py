@@ -24,7 +24,7 @@ from ..data.load import SkipLog
 from ..errors import ArtifactError, ConfigError, OutputError
 from ..paths import atomic_write_bytes, atomic_write_json
 from ..record import META_FILE
-from ..tracking import run_loggers
+from ..tracking import run_loggers, stderr_warning
 from ..ui import UI
 from .callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
 from .distributed import DistInfo
@@ -131,7 +131,13 @@ class RunContext:
         # Epochs to add to a finished run's last phase (``train --resume --out RUN --epochs N``); 0 otherwise.
         self.more_epochs = 0
         self.csv = CSVLogger(out / "history.csv", enabled=dist.is_main)
-        self.trackers = run_loggers(out, config.to_dict(), mlflow=mlflow_choice(config.train.mlflow), enabled=dist.is_main)
+        self.trackers = run_loggers(
+            out,
+            config.to_dict(),
+            mlflow=mlflow_choice(config.train.mlflow),
+            enabled=dist.is_main,
+            warn=ui.warn if ui.enabled else stderr_warning,
+        )
         # The engine and precision the head's features came from (``RunRecord.features``), set by the run.
         self.features: dict[str, str] | None = None
         t = config.train
