@@ -75,3 +75,27 @@ def test_a_tta_winner_is_saved_with_tta(tmp_path: Path, make_img, monkeypatch) -
     model = imagefit.load(run.path)
     assert model.temperature > 0
     assert model.evaluate(root, tta=True)["tta"] is True
+
+
+def test_a_composite_winner_is_saved_as_an_ordinary_run(tmp_path: Path, make_img, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imagefit.search import fit as fit_mod
+    from imagefit.search import runner
+
+    def two_backbones(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = runner.search(*args, **{**kwargs, "backbones": ["lite0", "simple_cnn"]})
+        # As if the composite had scored best: the real search on 12 photos may prefer either.
+        result.best = next(c for c in result.candidates if c.source.backbone == "lite0+simple_cnn")
+        return result
+
+    monkeypatch.setattr(fit_mod, "search", two_backbones)
+    root = tmp_path / "data"
+    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
+        for i in range(6):
+            make_img(root / name / f"{name}_{i}.png", color, seed=i + (50 if name == "red" else 0))
+    run = imagefit.train(root, out=tmp_path / "run", budget="10m", progress=False)
+    meta = json.loads((run.path / "imagefit.json").read_text())
+    rows = {r["sources"]: r for r in meta["search"]["rows"]}
+    assert rows["lite0+simple_cnn"]["status"] == "ok"  # extracted and scored like any backbone
+    assert meta["config"]["model"]["name"] == "lite0+simple_cnn" and meta["backbone"]["num_features"] == 1280 + 128
+    model = imagefit.load(run.path)
+    assert {r["label"] for r in model.predict(root / "green").records} == {"green"}

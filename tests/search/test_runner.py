@@ -1,4 +1,8 @@
-"""search() on synthetic features: a fake FeatureSource and a fake clock stand in for backbones and time."""
+"""search() on synthetic features: a fake FeatureSource and a fake clock stand in for backbones and time.
+
+A fake composite (``lite0+lite1``) returns its members' fake features side by side, at the cost of
+all its members: as the real one, it is one more backbone to the search.
+"""
 
 from types import SimpleNamespace
 
@@ -12,6 +16,7 @@ from imagefit.search.sources import SetFeatures
 
 NOISE = {"lite0": 2.0, "lite1": 1.6, "lite2": 1.2}
 VIEW_COST = {"lite0": 0.01, "lite1": 0.015, "lite2": 0.022}  # seconds of the fake clock per computed view
+NATIVE = {"lite0": 224, "lite1": 240, "lite2": 260}
 
 
 class FakeClock:
@@ -26,12 +31,12 @@ def make_source(clock):
     class FakeSource:
         def __init__(self, key, **_):
             self.key = key
-            size = key.img_size or {"lite0": 224, "lite1": 240, "lite2": 260}[key.backbone]
-            self.spec = SimpleNamespace(num_features=8)
+            self.members = key.backbone.split("+")
+            size = key.img_size or max(NATIVE[m] for m in self.members)
+            self.spec = SimpleNamespace(num_features=8 * len(self.members))
             self.pre = SimpleNamespace(input_size=size)
             self.seconds = 0.0
-            self.noise = NOISE[key.backbone] * (0.9 if key.img_size else 1.0)
-            self.cost = VIEW_COST[key.backbone] * (size / {"lite0": 224, "lite1": 240, "lite2": 260}[key.backbone]) ** 2
+            self.cost = sum(VIEW_COST[m] * (size / NATIVE[m]) ** 2 for m in self.members)
 
         def missing(self, digests, views):
             return len(digests)
@@ -40,8 +45,12 @@ def make_source(clock):
             centers = np.random.default_rng(7).normal(size=(len(images.classes), 8)) * 1.5
             vals = []
             for p, y in zip(images.paths, images.labels):
-                rng = np.random.default_rng(int(p.stem))
-                vals.append(centers[y][None, :] + self.noise * rng.normal(size=(len(views), 8)))
+                parts = []
+                for j, m in enumerate(self.members):  # each member its own noise (seeded by photo and member)
+                    rng = np.random.default_rng((int(p.stem), j))
+                    noise = NOISE[m] * (0.9 if self.key.img_size else 1.0)
+                    parts.append(centers[y][None, :] + noise * rng.normal(size=(len(views), 8)))
+                vals.append(np.concatenate(parts, axis=-1))
             spent = len(images) * len(views) * self.cost
             clock.t += spent
             self.seconds += spent
@@ -80,14 +89,13 @@ def run(sets, budget, **kw):
 
 
 def test_search_spends_a_budget_on_better_backbones(sets):
-    res = run(sets, 1000, ensemble_margin=10.0)
+    res = run(sets, 1000, allow_composite=False)
     board = res.leaderboard
-    assert res.best.single_model
     assert res.source.backbone == "lite2"  # the least noisy features win on validation
-    assert res.best.entry.score == min(c.entry.score for c in res.candidates if c.single_model)
+    assert res.best.entry.score == min(c.entry.score for c in res.candidates)
     names = [e.name for e in board.entries]
     assert "lite0 orig" in names and "lite2 orig+flip tta" in names
-    assert any(e.name.startswith("lite0+lite1+lite2") for e in board.entries)
+    assert not any("+" in e.sources for e in board.entries)
     assert board.elapsed_s <= board.budget_s * 1.1
     head = res.head()
     assert head.out_features == 3
@@ -109,6 +117,30 @@ def test_same_seed_and_budget_choose_the_same_model(sets):
     np.testing.assert_array_equal(a.best.fit.weight, b.best.fit.weight)
 
 
-def test_ensembles_win_only_by_a_clear_margin(sets):
-    res = run(sets, 1000, ensemble_margin=-10.0)  # any candidate beats it: the overall best wins
+def test_the_composite_is_one_more_backbone_and_can_win(sets):
+    res = run(sets, 1000)
+    board = res.leaderboard
+    # After the single backbones, the composite of all of them: extracted and scored like any backbone.
+    composite = [e for e in board.entries if e.sources == "lite0+lite1+lite2"]
+    assert {e.status for e in composite} == {"ok"} and len(composite) == 4
+    first = [e.sources for e in board.entries].index("lite0+lite1+lite2")
+    assert {e.sources for e in board.entries[:first]} == {"lite0", "lite1", "lite2"}
+    # More information, lower log loss; then the winner's backbone at a higher resolution, as for any backbone.
+    assert res.source.backbone == "lite0+lite1+lite2"
+    assert board.entries[-1].sources == "lite0+lite1+lite2@320"
     assert res.best.entry.score == min(c.entry.score for c in res.candidates)
+    assert res.best.fit.weight.shape[-1] == 24
+    assert board.elapsed_s <= board.budget_s * 1.1
+    # Planned from its members' rates: at 260 px lite0+lite1+lite2 costs ~1.78x lite2 alone.
+    lite2 = next(e for e in board.entries if e.sources == "lite2")
+    assert composite[0].estimate_s == pytest.approx(
+        lite2.estimate_s * (1.0 * (260 / 224) ** 2 + 1.55 * (260 / 240) ** 2 + 2.2) / 2.2, rel=0.02
+    )
+
+
+def test_a_composite_that_would_not_fit_is_skipped(sets):
+    # lite0..lite2 cost 20 + 30 + 44 fake seconds; their composite ~ 107 more: over a 160 s budget.
+    res = run(sets, 160)
+    entry = next(e for e in res.leaderboard.entries if e.sources == "lite0+lite1+lite2")
+    assert entry.status == "skipped" and entry.note == "over budget by estimate"
+    assert res.leaderboard.elapsed_s <= 160 * 1.1 and "+" not in res.source.backbone

@@ -65,6 +65,7 @@ def _list() -> None:
     stdout.print(table)
     stdout.print(f"Recommended for transfer learning: {', '.join(RECOMMENDED)} (weights download once, then work offline).")
     stdout.print("Any timm model name also works with --model (safetensors weights from the Hugging Face Hub, or --no-pretrained).")
+    stdout.print("Join names with + to concatenate their features as one backbone: --model lite0+lite1+lite2 (linear strategy).")
     stdout.print("`imagefit models NAME` summarizes one: parameters per block, what each strategy trains, preprocessing.")
 
 

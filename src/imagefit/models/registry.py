@@ -4,7 +4,8 @@ Each backbone has a frozen :class:`BackboneSpec` (input size, mean/std,
 interpolation, where its weights come from) and a builder that returns a
 module mapping an NCHW batch to pooled features ``[N, num_features]``.
 Names not registered here fall through to timm, with weights from the local
-Hugging Face cache.
+Hugging Face cache. Names joined with ``+`` (``lite0+lite1``) are composites:
+the members' features concatenated, one backbone (:mod:`.composite`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from . import backbones, hub
+from . import backbones, composite, hub
 from .spec import _REGISTRY, BackboneSpec, register_backbone
 
 __all__ = ["BackboneSpec", "create_backbone", "create_model", "get_spec", "list_backbones", "register_backbone", "state_digest"]
@@ -25,7 +26,9 @@ def list_backbones() -> list[BackboneSpec]:
 
 
 def weights_available(name: str) -> bool:
-    """Whether ``name``'s pretrained weights can be loaded without a network."""
+    """Whether ``name``'s pretrained weights can be loaded without a network (every member's, for a composite)."""
+    if composite.is_composite(name):
+        return all(weights_available(m) for m in composite.member_names(name))
     if name in _REGISTRY:
         return _REGISTRY[name].available()
     return backbones.timm_weights_path(hub.resolve_name(name)) is not None
@@ -36,7 +39,10 @@ def get_spec(name: str) -> BackboneSpec:
 
     Raises:
         ModelError: for a name neither registered nor known to timm.
+        ConfigError: for a composite name with a bad member (one line naming it).
     """
+    if composite.is_composite(name):
+        return composite.composite_spec(name, _member_specs(name))
     if name in _REGISTRY:
         return _REGISTRY[name].spec
     spec = backbones.timm_spec(hub.resolve_name(name))  # a short alias (convnext_tiny) -> its timm name and tag
@@ -45,18 +51,32 @@ def get_spec(name: str) -> BackboneSpec:
     return spec
 
 
+def _member_specs(name: str) -> list[BackboneSpec]:
+    specs = []
+    for member in composite.member_names(name):
+        try:
+            specs.append(get_spec(member))
+        except ModelError as exc:
+            raise composite.member_error(name, member, exc) from None
+    return specs
+
+
 def create_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, BackboneSpec]:
     """Build a feature extractor and its spec.
 
     Args:
-        name: Registered name (``lite0``) or a timm model name.
-        pretrained: Load pretrained weights (offline; raises if unavailable).
+        name: Registered name (``lite0``), a timm model name, or members joined with ``+``.
+        pretrained: Load pretrained weights (offline; raises if unavailable); for a
+            composite, each member's.
 
     Raises:
         ModelError: unknown name, or weights not available offline.
     """
     spec = get_spec(name)
-    if name in _REGISTRY:
+    if composite.is_composite(name):
+        members = [create_backbone(m, pretrained) for m in composite.member_names(name)]
+        module: nn.Module = composite.ConcatBackbone([m for m, _ in members], [s for _, s in members], spec)
+    elif name in _REGISTRY:
         module = _REGISTRY[name].build(pretrained)
     else:
         if pretrained:

@@ -56,7 +56,15 @@ def parse_budget(text: str | float | int) -> float:
 
 
 def relative_cost(backbone: str, img_size: int | None) -> float:
-    """Seconds per view of ``backbone`` at ``img_size`` relative to lite0 at 224 px."""
+    """Seconds per view of ``backbone`` at ``img_size`` relative to lite0 at 224 px.
+
+    A composite (``lite0+lite1``) runs every member at its own input size (the
+    largest member's unless given): the sum of the members' costs at that size.
+    """
+    if "+" in backbone:
+        members = backbone.split("+")
+        size = img_size or max(NATIVE_SIZE.get(m, 224) for m in members)
+        return sum(relative_cost(m, size) for m in members)
     native = NATIVE_SIZE.get(backbone, 224)
     base = RELATIVE_COST.get(backbone, UNKNOWN_COST)
     if img_size:

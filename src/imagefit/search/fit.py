@@ -3,8 +3,9 @@
 The winner is one backbone with a linear head on its frozen features, so the
 run folder is the same as a ``linear`` run's (``load``, ``evaluate``,
 ``predict``, ``serve`` and export read it unchanged), plus ``leaderboard.csv``
-and the leaderboard under ``search`` in ``imagefit.json``. Multi-backbone
-ensembles are left out of the search (no model format for them yet).
+and the leaderboard under ``search`` in ``imagefit.json``. A composite winner
+(``lite0+lite1+lite2``, concatenated features) is one backbone too: its run
+says ``--model lite0+lite1+lite2``.
 
 A winner that predicts with flip averaging (TTA) says so in the record
 (``"tta": true``, a top-level key of ``imagefit.json``), so that prediction
@@ -68,7 +69,6 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
         config.train.seed,
         engine=engine,
         device=dev.type,
-        allow_ensembles=False,
         allow_tta=True,
         progress=lambda line: ctx.ui.info(f"search: {line}"),
     )

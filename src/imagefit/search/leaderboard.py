@@ -18,7 +18,6 @@ COLUMNS = (
     "sources",
     "train_views",
     "tta",
-    "single_model",
     "c",
     "score",
     "cv_log_loss",
@@ -37,10 +36,9 @@ class Entry:
 
     name: str
     status: str  # "ok", "skipped", "failed"
-    sources: str = ""  # "lite0" or "lite0+lite2" (a concatenated/averaged ensemble), "lite2@312"
+    sources: str = ""  # "lite0", "lite0+lite2" (a composite: concatenated features), "lite2@312"
     train_views: str = "orig"
     tta: bool = False
-    single_model: bool = True
     c: float = math.nan
     score: float = math.nan
     cv_log_loss: float = math.nan

@@ -8,10 +8,14 @@ skipped if it would not fit):
    mirror images, each scored with and without flip averaging (TTA);
 2. the same on the other backbones whose weights are present locally
    (lite1, lite2, cached timm models), cheapest first;
-3. ensembles of the backbones run so far: concatenated features -> one
-   linear head, and averaged probabilities (both need a multi-backbone model
-   format, so they win only by a clear margin, see ``ensemble_margin``);
-4. the best backbone at a higher input resolution.
+3. the composite of the backbones run so far (``lite0+lite1+lite2``: their
+   features concatenated -> one linear head, see :mod:`imagefit.models.composite`),
+   extracted as one backbone at the largest member's input size, so it is
+   scored on exactly the features its saved model computes;
+4. the best candidate's backbone at a higher input resolution.
+
+Every candidate is one backbone (a composite is one) with a linear head, so
+the winner is saved as an ordinary run.
 
 Selection: the lowest validation log loss; for sets under 1,000 photos the
 out-of-fold log loss of k-fold CV on the training photos. Reproducible: folds
@@ -32,6 +36,7 @@ from ..calibrate import log_loss
 from ..data.discover import ImageSet
 from ..data.load import SkipLog
 from ..errors import ConfigError
+from ..models.composite import SEPARATOR
 from ..models.heads import Head
 from .budget import HARD_LIMIT, Rates
 from .leaderboard import Entry, Leaderboard
@@ -53,13 +58,9 @@ class Candidate:
     """A scored candidate: its leaderboard entry and what the run needs to rebuild it."""
 
     entry: Entry
-    sources: tuple[SourceKey, ...]
-    fit: LinearFit | None = None  # None for averaged-probability ensembles
-    val_probs: np.ndarray | None = None
-
-    @property
-    def single_model(self) -> bool:
-        return len(self.sources) == 1 and self.fit is not None
+    source: SourceKey
+    fit: LinearFit
+    val_probs: np.ndarray
 
 
 @dataclass
@@ -74,7 +75,7 @@ class SearchResult:
     @property
     def source(self) -> SourceKey:
         """The backbone (and input size) the saved model needs."""
-        return self.best.sources[0]
+        return self.best.source
 
     @property
     def tta(self) -> bool:
@@ -82,9 +83,7 @@ class SearchResult:
         return self.best.entry.tta
 
     def head(self) -> Head:
-        """The chosen linear head as the library's :class:`Head` (single-backbone winners only)."""
-        if not self.best.single_model or self.best.fit is None:
-            raise ConfigError(f"the chosen candidate {self.best.entry.name!r} is an ensemble of {len(self.best.sources)} backbones")
+        """The chosen linear head as the library's :class:`Head`."""
         return to_head(self.best.fit)
 
 
@@ -122,9 +121,8 @@ def search(
     backbones: Sequence[str] | None = None,
     engine: str = "auto",
     device: str = "cpu",
-    allow_ensembles: bool = True,
+    allow_composite: bool = True,
     allow_tta: bool = True,
-    ensemble_margin: float = 0.03,
     rates: Rates | None = None,
     clock: Callable[[], float] = time.perf_counter,
     progress: Callable[[str], None] | None = None,
@@ -140,9 +138,8 @@ def search(
             cached timm backbones (see :func:`imagefit.models.hub.local_backbones`).
         engine: Inference engine for extraction (as ``imagefit.train``).
         device: ``cpu`` or ``cuda``.
-        allow_ensembles: Consider multi-backbone candidates (need a multi-backbone model format).
+        allow_composite: Consider the composite of the backbones extracted (see step 3 above).
         allow_tta: Consider flip-averaged prediction (the saved model must then predict with TTA).
-        ensemble_margin: A multi-backbone winner must beat the best single model's score by this fraction.
         rates: Measured speeds (default: this machine's, persisted in the cache).
         clock: Time source (tests pass a fake one).
         progress: Called with one line per candidate.
@@ -160,14 +157,14 @@ def search(
     names = list(backbones) if backbones is not None else default_backbones()
     for i, name in enumerate(names):
         _run_source(st, SourceKey(name), engine, device, allow_tta, required=i == 0)
-    if allow_ensembles and len(st.feats) > 1:
-        _ensembles(st, allow_tta)
-    singles = [c for c in st.candidates if c.single_model]
-    if singles:
-        top = min(singles, key=_rank_key)
-        bigger = int(round(SourceKeyNative.size(top.sources[0]) * HIGHER_RES / 16) * 16)
-        _run_source(st, SourceKey(top.sources[0].backbone, bigger), engine, device, allow_tta, required=False)
-    best = _choose(st, ensemble_margin)
+    members = [k.backbone for k in st.feats if k.img_size is None]
+    if allow_composite and len(members) > 1:
+        _run_source(st, SourceKey(SEPARATOR.join(members)), engine, device, allow_tta, required=False)
+    if st.candidates:
+        top = min(st.candidates, key=_rank_key).source
+        bigger = int(round(SourceKeyNative.size(top) * HIGHER_RES / 16) * 16)
+        _run_source(st, SourceKey(top.backbone, bigger), engine, device, allow_tta, required=False)
+    best = _choose(st)
     board.best = best.entry.name
     board.elapsed_s = st.elapsed()
     return SearchResult(board, best, st.candidates, st.skipped)
@@ -244,15 +241,14 @@ def _run_source(st: _State, key: SourceKey, engine: str, device: str, allow_tta:
         return
     st.rates.learn_extraction(key.backbone, src.pre.input_size, n_views, src.seconds)
     st.feats[key] = (tr, va)
-    _score_heads(st, (key,), tr.values, va.values, allow_tta, est, t0)
+    _score_heads(st, key, allow_tta, est, t0)
 
 
-def _score_heads(
-    st: _State, keys: tuple[SourceKey, ...], xtr: np.ndarray, xva: np.ndarray, allow_tta: bool, estimate: float, t0: float
-) -> None:
+def _score_heads(st: _State, key: SourceKey, allow_tta: bool, estimate: float, t0: float) -> None:
     """Fit heads on photos alone and photos + mirror images; score each without and with TTA."""
-    tr, va = st.feats[keys[0]]
-    label = "+".join(k.label for k in keys)
+    tr, va = st.feats[key]
+    xtr, xva = tr.values, va.values
+    label = key.label
     n_classes = len(st.train_set.classes)
     for train_views in ("orig", "orig+flip"):
         v = 1 if train_views == "orig" else 2
@@ -267,64 +263,22 @@ def _score_heads(
             val_ll = log_loss(probs, va.labels)
             name = f"{label} {train_views}{' tta' if tta else ''}"
             entry = Entry(
-                name, "ok", label, train_views, tta, len(keys) == 1, fit.c, fit.cv_log_loss if st.small else val_ll,
+                name, "ok", label, train_views, tta, fit.c, fit.cv_log_loss if st.small else val_ll,
                 fit.cv_log_loss, val_ll, float((probs.argmax(1) == va.labels).mean()), estimate, st.clock() - t0, st.elapsed(),
             )  # fmt: skip
             st.board.add(entry)
-            st.candidates.append(Candidate(entry, keys, fit, probs))
+            st.candidates.append(Candidate(entry, key, fit, probs))
             if st.progress:
                 st.progress(f"{name}: val log loss {val_ll:.4f}, accuracy {entry.val_accuracy:.4f} ({entry.elapsed_s:.0f} s)")
         estimate = 0.0  # the estimate covered both fits; report it once
 
 
-def _ensembles(st: _State, allow_tta: bool) -> None:
-    """Concatenated features of every extracted backbone -> one head; and averaged probabilities."""
-    keys = tuple(st.feats)
-    n_features = sum(st.feats[k][0].values.shape[-1] for k in keys)
-    est = _fit_estimate(st, n_features, 2)
-    label = "+".join(k.label for k in keys)
-    if not _aligned(st, keys):
-        st.board.add(Entry(f"{label} concat", "skipped", label, single_model=False, note="backbones read different photos"))
-        return
-    if st.fits(est):
-        xtr = np.concatenate([st.feats[k][0].values for k in keys], axis=-1)
-        xva = np.concatenate([st.feats[k][1].values for k in keys], axis=-1)
-        _score_heads(st, keys, xtr, xva, allow_tta, est, st.clock())
-    else:
-        st.board.add(Entry(f"{label} concat", "skipped", label, single_model=False, estimate_s=est, note="over budget by estimate"))
-    if st.small:
-        return  # averaged probabilities have no out-of-fold score without refitting every member
-    labels = st.feats[keys[0]][1].labels
-    for tta in (False, True) if allow_tta else (False,):
-        members = [min((c for c in st.candidates if c.sources == (k,) and c.entry.tta == tta), key=_rank_key) for k in keys]
-        probs = np.mean([m.val_probs for m in members if m.val_probs is not None], axis=0)
-        ll = log_loss(probs, labels)
-        e = Entry(f"{label} avg{' tta' if tta else ''}", "ok", label, "orig+flip", tta, False, math.nan, ll, math.nan, ll,
-                  float((probs.argmax(1) == labels).mean()), 0.0, 0.0, st.elapsed(), note="members: " + ", ".join(m.entry.name for m in members))  # fmt: skip
-        st.board.add(e)
-        st.candidates.append(Candidate(e, keys, None, probs))
-
-
-def _aligned(st: _State, keys: tuple[SourceKey, ...]) -> bool:
-    first = st.feats[keys[0]]
-    return all(
-        np.array_equal(st.feats[k][0].indices, first[0].indices) and np.array_equal(st.feats[k][1].indices, first[1].indices) for k in keys
-    )
-
-
-def _choose(st: _State, margin: float) -> Candidate:
-    """The best single-backbone candidate, unless a multi-backbone one beats it by ``margin``."""
+def _choose(st: _State) -> Candidate:
+    """The candidate with the lowest score (ties: the cheaper one)."""
     ok = [c for c in st.candidates if not math.isnan(c.entry.score)]
     if not ok:
         raise ConfigError("the search produced no scored candidate")
-    single = [c for c in ok if c.single_model]
-    best_any = min(ok, key=_rank_key)
-    if not single:
-        return best_any
-    best_single = min(single, key=_rank_key)
-    if best_any.entry.score < best_single.entry.score * (1 - margin):
-        return best_any
-    return best_single
+    return min(ok, key=_rank_key)
 
 
 __all__ = ["SMALL_SET", "Candidate", "SearchResult", "default_backbones", "search"]

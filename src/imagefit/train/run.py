@@ -35,6 +35,7 @@ from ..engine import Engine, model_key, resolve_device
 from ..engines.quantize import calibration_choice
 from ..errors import ConfigError
 from ..features import FeatureCache, extract
+from ..models.composite import check_strategy
 from ..models.heads import Head, ImageClassifier
 from ..models.registry import BackboneSpec, create_backbone, get_spec, state_digest
 from ..paths import check_writable
@@ -94,6 +95,7 @@ def _fit(
     config = opened.config
     mlflow_choice(config.train.mlflow)  # --mlflow without the mlflow package fails before any folder is made
     spec = get_spec(config.model.name)  # an unknown model fails before any folder is made
+    check_strategy(spec.name, config.train.strategy)
     settings = resolve(config, spec, dev.type)
     for warning in combination_warnings(config, spec):
         ui.warn(warning)
