@@ -1,4 +1,4 @@
-"""The most accurate model a time budget buys: CV-chosen linear heads, backbones, ensembles, resolution.
+"""The most accurate model a time budget buys: CV-chosen linear heads, backbones, their composite, resolution.
 
 Library functions the training run and the CLI call (``--budget``): see :func:`search`
 and :func:`~imagefit.search.linear.fit_linear`.
