@@ -115,7 +115,10 @@ class ConcatBackbone(nn.Module):
                 scale = torch.tensor(affine[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
                 shift = torch.tensor(affine[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
                 xi = x * scale + shift
-            outs.append(member(xi).flatten(1))
+            # reshape to the input's batch, not flatten: the members' TF-style padding leaves each output's batch
+            # dimension its own symbol in the exported graph, and ONNX Runtime's shape inference (run before int8
+            # quantization) cannot concatenate outputs whose batch symbols differ.
+            outs.append(member(xi).reshape(x.shape[0], -1))
         return torch.cat(outs, dim=1)
 
 
