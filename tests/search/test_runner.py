@@ -36,6 +36,7 @@ def make_source(clock):
             self.spec = SimpleNamespace(num_features=8 * len(self.members))
             self.pre = SimpleNamespace(input_size=size)
             self.seconds = 0.0
+            self.computed_views = 0
             self.cost = sum(VIEW_COST[m] * (size / NATIVE[m]) ** 2 for m in self.members)
 
         def missing(self, digests, views):
@@ -54,6 +55,7 @@ def make_source(clock):
             spent = len(images) * len(views) * self.cost
             clock.t += spent
             self.seconds += spent
+            self.computed_views += len(images) * len(views)
             if progress:
                 progress(len(images))
             return SetFeatures(np.arange(len(images)), np.asarray(vals, np.float32), np.asarray(images.labels), tuple(views))

@@ -5,7 +5,8 @@ the same seed and budget on the same machine choose the same model:
 
 * extraction costs ``views x seconds per view``, where seconds per view is
   this machine's measured lite0 rate (kept in ``<cache>/search/rates.json``
-  once measured, so later searches plan with the same figure) times the
+  once measured, so later searches plan with the same figure unless a new
+  measurement is off by more than :data:`REMEASURE`) times the
   backbone's relative cost (FLOPs at its input size, below);
 * a head fit costs ``samples x features x outputs x fits`` times a constant
   measured the same way.
@@ -33,6 +34,7 @@ UNKNOWN_COST = 4.0  # any other backbone at 224 px: a conservative guess until m
 DEFAULT_VIEW_SECONDS = 1 / 80
 DEFAULT_FIT_CONSTANT = 2e-9  # seconds per (sample x feature x output x lbfgs fit)
 HARD_LIMIT = 1.08  # stop an extraction at budget x this (the promise is < 10% over)
+REMEASURE = 2.0  # a kept speed is replaced by a new measurement this many times faster or slower
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
@@ -109,19 +111,34 @@ class Rates:
         return samples * features * max(outputs, 1) * fits * self.fit_constants[_fit_key(outputs)]
 
     def learn_extraction(self, backbone: str, img_size: int | None, views: int, seconds: float) -> None:
-        """Record the first sizeable measurement (later searches plan with it)."""
-        if "view_seconds" in self.measured or views < 64 or seconds <= 0:
+        """Record a sizeable measurement: the first one, or one that says the kept figure is off (see :meth:`_keeps`)."""
+        if views < 64 or seconds <= 0:
             return
-        self.view_seconds = seconds / views / relative_cost(backbone, img_size)
-        self._save("view_seconds", self.view_seconds)
+        value = seconds / views / relative_cost(backbone, img_size)
+        if self._keeps("view_seconds", self.view_seconds, value):
+            return
+        self.view_seconds = value
+        self._save("view_seconds", value)
 
     def learn_fit(self, samples: int, features: int, outputs: int, fits: int, seconds: float) -> None:
-        """Record the first head-fit measurement of this kind (binary or multi-class)."""
+        """Record a head-fit measurement of this kind (binary or multi-class), as :meth:`learn_extraction` does."""
         key = _fit_key(outputs)
-        if key in self.measured or seconds <= 0:
+        if seconds <= 0:
             return
-        self.fit_constants[key] = seconds / max(samples * features * max(outputs, 1) * fits, 1)
-        self._save(key, self.fit_constants[key])
+        value = seconds / max(samples * features * max(outputs, 1) * fits, 1)
+        if self._keeps(key, self.fit_constants[key], value):
+            return
+        self.fit_constants[key] = value
+        self._save(key, value)
+
+    def _keeps(self, name: str, kept: float, new: float) -> bool:
+        """Whether the figure already measured stays: within :data:`REMEASURE` of the new one.
+
+        Plans stay the same from one search to the next (the same seed and budget
+        choose the same model) while the machine does, but a figure measured on a
+        different machine, under other load, or wrongly, does not stay for ever.
+        """
+        return name in self.measured and max(new / kept, kept / new) <= REMEASURE
 
     def _save(self, name: str, value: float) -> None:
         self.measured.add(name)

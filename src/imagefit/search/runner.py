@@ -239,7 +239,8 @@ def _run_source(st: _State, key: SourceKey, engine: str, device: str, allow_tta:
             )
         )
         return
-    st.rates.learn_extraction(key.backbone, src.pre.input_size, n_views, src.seconds)
+    # What was really computed (not the estimate's count): cache hits must not make the machine look fast.
+    st.rates.learn_extraction(key.backbone, src.pre.input_size, src.computed_views, src.seconds)
     st.feats[key] = (tr, va)
     _score_heads(st, key, allow_tta, est, t0)
 

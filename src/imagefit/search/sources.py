@@ -89,13 +89,17 @@ class FeatureSource:
     def missing(self, digests: Sequence[str | None], views: Sequence[str]) -> int:
         """How many of these photos (content digests; None = unreadable) lack a cached view."""
         self._ensure()
-        assert self._cache is not None
+        assert self._cache is not None and self._engine is not None
+        # Where extract() looks: the folder of the engine's precision (bf16 on AMX), not the fp32 one;
+        # looking in the other counted a warm cache as all missing, and the rate learned from that
+        # "extraction" of cache hits was ten times too fast.
+        cache = self._cache.with_precision(self._engine.precision)
         n = 0
         for d in digests:
             if d is None:
                 continue
             # FeatureCache has no public existence test; a stat is far cheaper than loading the array.
-            if not all(self._cache._path(d, v).is_file() for v in views):
+            if not all(cache._path(d, v).is_file() for v in views):
                 n += 1
         return n
 
