@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, invalid
+from ..errors import ConfigError, ImagefitError, invalid
 from ..paths import atomic_write_bytes
 from ..train.callbacks import Callback, TrainerLike
 from ._child import Child, Reply
@@ -262,7 +262,10 @@ class MLflowLogger(Callback):
         # whoever looks as soon as the training returns finds the file.
         if self.child is not None:
             first = json.dumps({"state": "logging", "pid": self.child.proc.pid}).encode()
-            atomic_write_bytes(folder / STATE_FILE, first, durable=False)
+            try:
+                atomic_write_bytes(folder / STATE_FILE, first, durable=False)
+            except (ImagefitError, OSError):
+                pass  # a folder that cannot take it: the worker's own writes will fail the same way, quietly
 
     def release(self, note: Callable[[str], None] | None = None) -> None:
         """End the worker's input and let it finish on its own; ``note`` hears where to look."""
