@@ -129,6 +129,11 @@ class Engine:
         # runs one stream per core likewise. Measured figures: bench/engines.py.
         self.batch_size = {"openvino": 2, "onnx": 1}.get(self.kind, 256 if self.device.type == "cuda" else 32)
         self.threads = cpu_threads() if self.kind in GRAPH_ENGINES else 1
+        # Threads that each take a photo from file to features (features.extract). ONNX Runtime runs a
+        # photo in the calling thread, so one per core; OpenVINO runs it on its own stream threads while
+        # the caller waits, so a second caller per stream decodes the next photo meanwhile (bench/predict.py
+        # figures in BENCHMARKS.md; more than that only oversubscribed the cores).
+        self.feed_threads = self.threads * (2 if self.kind == "openvino" else 1)
         self._runner: Runner | None = None
         self._lock = threading.Lock()
         self.graph: Path | None = None  # the ONNX file a graph engine runs (a run saves its int8 graph)
