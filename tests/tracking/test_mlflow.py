@@ -245,7 +245,8 @@ def test_a_failure_after_the_training_returned_is_one_line_and_in_the_state(
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_address[1]}")
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        monkeypatch.setenv("IMAGEFIT_MLFLOW_TIMEOUT", "3")
+        # Hanging: stopped 3 s after the end (mlflow is imported within them: a short training defers it).
+        monkeypatch.setenv("IMAGEFIT_MLFLOW_TIMEOUT", "3" if mode == "hang" else "120")
         logger = MLflowLogger({"train": {"lr": 0.1}}, folder=run_copy)
         logger.on_epoch_end(_Phase("head"), 0, {"loss": 1.0})  # type: ignore[arg-type]
         logger.log_run_end(run_copy, {"accuracy": 0.5})
@@ -319,3 +320,17 @@ def test_a_training_with_mlflow_down_succeeds_with_one_warning(
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if "MLflow" in ln]
     assert len(lines) == 1 and lines[0].startswith("warning: MLflow server http://127.0.0.1:") and "Traceback" not in err
+
+
+def test_a_short_training_pays_none_of_the_workers_cpu(mlflow_server: str, run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker imports mlflow and talks to the server only after DEFER_S seconds of training or its end."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    logger = MLflowLogger({"train": {"lr": 0.3}}, run_name="deferred", folder=run_copy)
+    logger.on_train_begin(_Phase("head"))  # type: ignore[arg-type]
+    logger.on_epoch_end(_Phase("head"), 0, {"loss": 1.0})  # type: ignore[arg-type]
+    time.sleep(5)  # long enough to import mlflow and create the run, had it started
+    state = mlflow_state(run_copy)
+    assert state is not None and state["state"] == "logging" and "tracking_uri" not in state and logger.run_id is None
+    logger.log_run_end(run_copy, {"accuracy": 0.5})
+    assert logger.wait().get("done") is True
+    assert MlflowClient(mlflow_server).get_run(str(logger.run_id)).data.params["train.lr"] == "0.3"

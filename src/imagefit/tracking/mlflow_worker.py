@@ -2,8 +2,10 @@
 
 Started by :class:`~imagefit.tracking.mlflow.MLflowLogger`, so that importing
 mlflow (seconds of CPU) and every call to the tracking server happen beside
-the training, never in its way. It reads JSON lines on stdin, in the order the
-training sent them:
+the training, never in its way: at nice 19, and only once the training has run
+:data:`DEFER_S` seconds (its metrics then go out live) or has ended (a short
+training gets none of this CPU taken from it). It reads JSON lines on stdin,
+in the order the training sent them:
 
 - ``init``: tracking URI, experiment, run name, run key and the resolved config;
 - ``resume``: continue the MLflow run of an interrupted training (by id, else by its run key);
@@ -43,6 +45,8 @@ RUN_KEY_TAG = "imagefit.run_key"
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits per log_batch call
 UPLOADS = 4  # artifact uploads at once at the end
 STATE_FILE = "mlflow.json"  # in the run folder
+DEFER_S = 150.0  # seconds of training before the worker starts its work (its ~3 s of CPU are then <= 2%)
+STARTED = time.monotonic()
 DEFAULT_TIMEOUT = 120.0  # seconds after the end of the training, unless the training says otherwise
 NOTIFY_FD_ENV = "IMAGEFIT_NOTIFY_FD"  # the training's stderr (tracking._child)
 
@@ -263,11 +267,14 @@ class Deadline:
         self.state, self.where = state, where
         self.seconds = DEFAULT_TIMEOUT
         self._timer: threading.Timer | None = None
+        self.ended = threading.Event()  # the training has ended (its ``end``, or end of input)
 
     def arrived(self, message: dict[str, Any] | None) -> None:
         if message is not None:
             self.state.at(message.get("folder"))
             self.seconds = float(message.get("timeout", self.seconds))
+        if message is None or message.get("op") == "end":
+            self.ended.set()
         if (message is None or message.get("op") == "end") and self._timer is None:
             # What this process had spent while the training ran (it competed for the CPU then; the rest did not).
             self.state.update(cpu_at_end_s=_cpu())
@@ -297,6 +304,10 @@ def run() -> bool:
         for batch in messages(deadline.arrived):
             for message in batch:
                 if message.get("op") == "init":
+                    # Importing mlflow and talking to the server cost seconds of CPU: a training shorter
+                    # than DEFER_S gets none of it taken from it (all happens after it has returned);
+                    # a longer one, whose metrics are worth seeing live, shares at most that much with it.
+                    deadline.ended.wait(max(0.0, DEFER_S - (time.monotonic() - STARTED)))
                     session = Session(message)
                     state.update(tracking_uri=session.client.tracking_uri, experiment=session.experiment)
                 elif session is not None and handle(session, message):
