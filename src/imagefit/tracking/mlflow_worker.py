@@ -62,15 +62,19 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+_replies: Any = None  # the pipe to the training (see main: not the stdout libraries print to)
+
+
 def reply(message: dict[str, Any]) -> None:
     """One line to the training; nothing once it has gone (it returned while this process finishes)."""
+    global _replies
+    if _replies is None:
+        return
     try:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
+        _replies.write(json.dumps(message) + "\n")
+        _replies.flush()
     except (OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's exit does not fail on it either
-        os.close(devnull)
+        _replies = None
 
 
 def notify(line: str) -> None:
@@ -343,6 +347,13 @@ def main() -> int:
     # Ctrl-C stops the training, which then closes this process's input: the
     # metrics already sent are logged first, so the signal itself is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Replies get the pipe to the training on a private descriptor; whatever mlflow prints to stdout
+    # ("View run ... at ...") goes to the stderr file instead: after the training has returned, a
+    # print to its closed pipe failed the upload with BrokenPipeError.
+    global _replies
+    _replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         os.nice(19)  # the training comes first; what is left when it returns is done in the background
     except OSError:
