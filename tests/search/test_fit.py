@@ -54,6 +54,14 @@ def test_budget_refuses_finetune(tmp_path: Path, make_img) -> None:  # type: ign
         imagefit.train(root, out=tmp_path / "run", budget="5s", strategy="finetune", progress=False)
 
 
+def _red_and_green(root: Path, make_img) -> Path:  # type: ignore[no-untyped-def]
+    """Six red and six green photos, one class folder each."""
+    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
+        for i in range(6):
+            make_img(root / name / f"{name}_{i}.png", color, seed=i + (50 if name == "red" else 0))
+    return root
+
+
 def test_a_tta_winner_is_saved_with_tta(tmp_path: Path, make_img, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from imagefit.search import fit as fit_mod
 
@@ -65,10 +73,7 @@ def test_a_tta_winner_is_saved_with_tta(tmp_path: Path, make_img, monkeypatch) -
         return result
 
     monkeypatch.setattr(fit_mod, "search", tta_winner)
-    root = tmp_path / "data"
-    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
-        for i in range(6):
-            make_img(root / name / f"{name}_{i}.png", color, seed=i + (50 if name == "red" else 0))
+    root = _red_and_green(tmp_path / "data", make_img)
     run = imagefit.train(root, out=tmp_path / "run", budget="5s", progress=False)
     meta = json.loads((run.path / "imagefit.json").read_text())
     assert meta["tta"] is True
@@ -87,10 +92,7 @@ def test_a_composite_winner_is_saved_as_an_ordinary_run(tmp_path: Path, make_img
         return runner.search(*args, **{**kwargs, "backbones": ["lite0+lite1"]})
 
     monkeypatch.setattr(fit_mod, "search", composite_only)
-    root = tmp_path / "data"
-    for name, color in (("red", (220, 40, 40)), ("green", (40, 200, 60))):
-        for i in range(6):
-            make_img(root / name / f"{name}_{i}.png", color, seed=i + (50 if name == "red" else 0))
+    root = _red_and_green(tmp_path / "data", make_img)
     run = imagefit.train(root, out=tmp_path / "run", budget="10m", progress=False)
     meta = json.loads((run.path / "imagefit.json").read_text())
     assert meta["search"]["rows"][0]["sources"].startswith("lite0+lite1")
