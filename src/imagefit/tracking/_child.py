@@ -7,8 +7,10 @@ temporary file, so a library's log lines never land in the training's output;
 its last line explains a child that died without saying why. The child runs in
 a session of its own, so that it can finish its work after the training has
 returned (:meth:`Child.close`) without the terminal's hang-up or Ctrl-C; on
-POSIX it gets a copy of the training's stderr (:attr:`Child.notify_fd` in the
-child) for the one line that says what went wrong after that.
+POSIX it gets a copy of the training's stderr (its number in
+``$IMAGEFIT_NOTIFY_FD``) for the one line that says what went wrong after
+that. A caller that reads that stderr from a pipe sees it close when the
+child is done, not when the training returns.
 """
 
 from __future__ import annotations
