@@ -45,6 +45,7 @@ from ..paths import atomic_write_bytes
 from ..train.callbacks import Callback, TrainerLike
 from ._child import Child, Reply
 from ._metrics import epoch_scalars, scalars
+from .mlflow_worker import STATE_FILE
 
 EXPERIMENT = "imagefit"
 WORKER = "imagefit.tracking.mlflow_worker"
@@ -54,7 +55,6 @@ MODEL_FILES = ("imagefit.json", "model.safetensors")
 TIMEOUT_ENV = "IMAGEFIT_MLFLOW_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0  # seconds: the model upload to a remote server is most of it
 PROBE_TIMEOUT = 5.0  # seconds an HTTP tracking server has to answer before the training starts
-STATE_FILE = "mlflow.json"  # the worker's (mlflow_worker.STATE_FILE; that module imports nothing of imagefit)
 
 
 def mlflow_requested(flag: bool | None) -> bool:

@@ -39,6 +39,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import ImagefitError
+from ..paths import atomic_write_bytes
+from ._child import NOTIFY_FD_ENV  # the training's stderr
+
 # Tag naming the training a run belongs to, so that a resume finds the run even
 # when its id had not reached the checkpoint yet.
 RUN_KEY_TAG = "imagefit.run_key"
@@ -48,7 +52,6 @@ STATE_FILE = "mlflow.json"  # in the run folder
 DEFER_S = 150.0  # seconds of training before the worker starts its work (its ~3 s of CPU are then <= 2%)
 STARTED = time.monotonic()
 DEFAULT_TIMEOUT = 120.0  # seconds after the end of the training, unless the training says otherwise
-NOTIFY_FD_ENV = "IMAGEFIT_NOTIFY_FD"  # the training's stderr (tracking._child)
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -62,7 +65,7 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-_replies: Any = None  # the pipe to the training (see main: not the stdout libraries print to)
+_replies: int | None = None  # the pipe to the training (see main: not the stdout libraries print to)
 
 
 def reply(message: dict[str, Any]) -> None:
@@ -71,9 +74,10 @@ def reply(message: dict[str, Any]) -> None:
     if _replies is None:
         return
     try:
-        _replies.write(json.dumps(message) + "\n")
-        _replies.flush()
-    except (OSError, ValueError):
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            data = data[os.write(_replies, data) :]
+    except OSError:
         _replies = None
 
 
@@ -110,11 +114,10 @@ class State:
     def _write(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(self.fields, indent=1) + "\n")
-            os.replace(tmp, self.path)  # readers see the old state or the new one, never half
-        except OSError:
+            # Readers see the old state or the new one, never half of one.
+            atomic_write_bytes(self.path, (json.dumps(self.fields, indent=1) + "\n").encode(), durable=False)
+        except (ImagefitError, OSError):
             pass  # a run folder removed since: nobody is left to read it
 
 
@@ -351,8 +354,8 @@ def main() -> int:
     # ("View run ... at ...") goes to the stderr file instead: after the training has returned, a
     # print to its closed pipe failed the upload with BrokenPipeError.
     global _replies
-    _replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout.flush()
+    _replies = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         os.nice(19)  # the training comes first; what is left when it returns is done in the background
