@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from ..errors import invalid
+from ..models.composite import is_composite, member_names
 from ..paths import atomic_write_json, cache_root
 
 # Multiply-adds relative to lite0 at its own 224 px (published FLOPs: 0.41 / 0.63 / 0.90 G).
@@ -63,8 +64,8 @@ def relative_cost(backbone: str, img_size: int | None) -> float:
     A composite (``lite0+lite1``) runs every member at its own input size (the
     largest member's unless given): the sum of the members' costs at that size.
     """
-    if "+" in backbone:
-        members = backbone.split("+")
+    if is_composite(backbone):
+        members = member_names(backbone)
         size = img_size or max(NATIVE_SIZE.get(m, 224) for m in members)
         return sum(relative_cost(m, size) for m in members)
     native = NATIVE_SIZE.get(backbone, 224)

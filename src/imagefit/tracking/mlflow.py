@@ -45,7 +45,7 @@ from ..paths import atomic_write_bytes
 from ..train.callbacks import Callback, TrainerLike
 from ._child import Child, Reply
 from ._metrics import epoch_scalars, scalars
-from .mlflow_worker import STATE_FILE
+from .mlflow_worker import DEFAULT_TIMEOUT, STATE_FILE
 
 EXPERIMENT = "imagefit"
 WORKER = "imagefit.tracking.mlflow_worker"
@@ -53,7 +53,6 @@ WORKER = "imagefit.tracking.mlflow_worker"
 REPORT_FILES = ("report.html", "metrics.json", "history.csv", "history.png", "confusion.png", "reliability.png", "predictions.png")
 MODEL_FILES = ("imagefit.json", "model.safetensors")
 TIMEOUT_ENV = "IMAGEFIT_MLFLOW_TIMEOUT"
-DEFAULT_TIMEOUT = 120.0  # seconds: the model upload to a remote server is most of it
 PROBE_TIMEOUT = 5.0  # seconds an HTTP tracking server has to answer before the training starts
 
 

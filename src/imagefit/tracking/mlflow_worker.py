@@ -51,7 +51,7 @@ UPLOADS = 4  # artifact uploads at once at the end
 STATE_FILE = "mlflow.json"  # in the run folder
 DEFER_S = 150.0  # seconds of training before the worker starts its work (its ~3 s of CPU are then <= 2%)
 STARTED = time.monotonic()
-DEFAULT_TIMEOUT = 120.0  # seconds after the end of the training, unless the training says otherwise
+DEFAULT_TIMEOUT = 120.0  # seconds after the end of the training: the model upload to a remote server is most of it
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -273,21 +273,20 @@ class Deadline:
     def __init__(self, state: State, where: Callable[[], str]):
         self.state, self.where = state, where
         self.seconds = DEFAULT_TIMEOUT
-        self._timer: threading.Timer | None = None
         self.ended = threading.Event()  # the training has ended (its ``end``, or end of input)
 
     def arrived(self, message: dict[str, Any] | None) -> None:
         if message is not None:
             self.state.at(message.get("folder"))
             self.seconds = float(message.get("timeout", self.seconds))
-        if message is None or message.get("op") == "end":
-            self.ended.set()
-        if (message is None or message.get("op") == "end") and self._timer is None:
-            # What this process had spent while the training ran (it competed for the CPU then; the rest did not).
-            self.state.update(cpu_at_end_s=_cpu())
-            self._timer = threading.Timer(self.seconds, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+        if self.ended.is_set() or not (message is None or message.get("op") == "end"):
+            return
+        self.ended.set()
+        # What this process had spent while the training ran (it competed for the CPU then; the rest did not).
+        self.state.update(cpu_at_end_s=_cpu())
+        timer = threading.Timer(self.seconds, self._expire)
+        timer.daemon = True
+        timer.start()
 
     def _expire(self) -> None:
         reason = f"did not finish within {self.seconds:g} s of the end of the training (IMAGEFIT_MLFLOW_TIMEOUT)"
