@@ -146,3 +146,33 @@ def test_a_composite_that_would_not_fit_is_skipped(sets):
     entry = next(e for e in res.leaderboard.entries if e.sources == "lite0+lite1+lite2")
     assert entry.status == "skipped" and entry.note == "over budget by estimate"
     assert res.leaderboard.elapsed_s <= 160 * 1.1 and "+" not in res.source.backbone
+
+
+def _candidate(name, backbone, tta, losses, img_size=None):
+    from imagefit.search.leaderboard import Entry
+    from imagefit.search.sources import SourceKey
+
+    losses = np.asarray(losses, np.float64)
+    entry = Entry(name, "ok", backbone, tta=tta, score=float(losses.mean()))
+    return search_mod.Candidate(entry, SourceKey(backbone, img_size), None, np.zeros((len(losses), 2)), losses)
+
+
+def test_one_standard_error_rule_prefers_the_cheaper_of_indistinguishable_candidates():
+    rng = np.random.default_rng(0)
+    best = 1.0 + rng.exponential(0.3, 400)
+    z = rng.normal(size=400)
+    z = (z - z.mean()) / z.std(ddof=1)  # exactly mean 0, standard deviation 1: the paired standard error is 0.01
+    costly = _candidate("lite0+lite1+lite2@320 orig tta", "lite0+lite1+lite2", True, best, 320)
+    # Slightly worse on average, but by less than the paired differences' standard error.
+    close = _candidate("lite2 orig", "lite2", False, best + 0.005 + 0.2 * z)
+    far = _candidate("lite0 orig", "lite0", False, best + 0.1)  # cheapest, clearly worse: never chosen
+    st = SimpleNamespace(candidates=[far, close, costly], small=False)
+    assert search_mod.within_one_se(close.val_losses, best) and not search_mod.within_one_se(far.val_losses, best)
+    assert close.entry.score > costly.entry.score
+    chosen = search_mod._choose(st)
+    assert chosen is close and "within one standard error of lite0+lite1+lite2@320 orig tta" in chosen.entry.note
+    assert costly.predict_cost > close.predict_cost > far.predict_cost
+    # Sets small enough for k-fold CV choose by the CV score alone.
+    assert search_mod._choose(SimpleNamespace(candidates=[far, close, costly], small=True)) is costly
+    # With only the best left within reach, it is chosen and carries no note.
+    assert search_mod._choose(SimpleNamespace(candidates=[far, costly], small=False)) is costly and costly.entry.note == ""

@@ -25,9 +25,9 @@ from ..config import resolve
 from ..data.load import SkipLog
 from ..errors import ConfigError, invalid
 from ..models.heads import ImageClassifier
-from ..models.registry import create_backbone, get_spec, state_digest
+from ..models.registry import get_spec, state_digest
 from .budget import parse_budget
-from .runner import search
+from .runner import SearchResult, search
 from .sources import FeatureSource
 
 if TYPE_CHECKING:
@@ -53,10 +53,6 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
     Raises:
         ConfigError: under torchrun (the search runs in one process).
     """
-    from ..train import finish
-    from ..train.head import head_logits
-    from ..train.session import Run
-
     config = ctx.config
     if ctx.dist.enabled:
         raise ConfigError("--budget/--preset runs in one process; start it without torchrun")
@@ -71,9 +67,21 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
         device=dev.type,
         allow_tta=True,
         progress=lambda line: ctx.ui.info(f"search: {line}"),
+        task=ctx.ui.task,
     )
-    key = result.source
     ctx.ui.info(f"search: best {result.best.entry.name} ({result.leaderboard.elapsed_s:.1f} s of {seconds:.0f} s)")
+    return save_result(ctx, opened, result, engine, dev, start)
+
+
+def save_result(ctx: RunContext, opened: OpenedRun, result: SearchResult, engine: str, dev: torch.device, start: float) -> Run:
+    """Calibrate the chosen candidate on validation and save it into ``ctx.out`` as a linear run with its leaderboard."""
+    from ..train import finish
+    from ..train.head import head_logits
+    from ..train.session import Run
+    from ..train.unknown import fit_unknown, warn_near_copies
+
+    config = ctx.config
+    key = result.source
     # The saved config says what the model is: the winner's backbone and input size, a plain linear head.
     config = dataclasses.replace(
         config,
@@ -84,9 +92,10 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
     ctx.config = config
     ctx.settings = dataclasses.replace(resolve(config, spec, dev.type), hidden=0, dropout=0.0)
     head = result.head()
-    backbone, _ = create_backbone(key.backbone, pretrained=True)
+    # The module the search extracted with (a rebuilt one may differ: random filters); a new one only for results made elsewhere.
+    src = result.chosen or FeatureSource(key, engine=engine, device=dev.type)
+    backbone = src.module()
     digest = state_digest(backbone)
-    src = FeatureSource(key, engine=engine, device=dev.type)
     skipped = SkipLog()
     val = src.features(ctx.val_set, ("orig", "flip") if result.tta else ("orig",), skipped)
     ctx.skipped.extend(result.skipped)
@@ -100,6 +109,10 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
     val_out = finish.ValidationLogits(logits, val.labels, [ctx.val_set.paths[int(i)] for i in val.indices])
     cal = finish.calibrate(ctx, val_out)
     record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
+    # The unknown-photo detector and the copy warning, on the chosen backbone's original views (from the cache).
+    train = src.features(ctx.train_set, ("orig",), SkipLog())
+    warn_near_copies(ctx, train.values[:, 0], val.values[:, 0])
+    record = dataclasses.replace(record, ood=fit_unknown(ctx, train.values[:, 0], val.values[:, 0], save=ctx.dist.is_main))
     record.extra["search"] = result.leaderboard.to_dict()
     # Read back as the default of Model.predict/evaluate (tta=None): the model was chosen predicting this way.
     record.tta = bool(result.tta)
@@ -109,4 +122,4 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
     return Run(ctx.out, cal.metrics, list(ctx.csv.rows), config, ctx.skipped, time.time() - start)
 
 
-__all__ = ["LEADERBOARD_FILE", "PRESET_BUDGETS", "budget_seconds", "fit_search"]
+__all__ = ["LEADERBOARD_FILE", "PRESET_BUDGETS", "budget_seconds", "fit_search", "save_result"]

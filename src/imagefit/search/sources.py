@@ -25,6 +25,8 @@ from ..features import FeatureCache, extract
 from ..models.registry import BackboneSpec, create_backbone, get_spec, state_digest
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from ..engine import Engine
 
 Progress = Callable[[int], None]
@@ -72,6 +74,7 @@ class FeatureSource:
         self.workers = workers
         self._engine: Engine | None = None
         self._cache: FeatureCache | None = None
+        self._backbone: nn.Module | None = None
         self.digest = ""
         self.seconds = 0.0  # time spent in extract()
         self.computed_views = 0  # views that went through the backbone
@@ -82,9 +85,20 @@ class FeatureSource:
         from ..engine import Engine, model_key
 
         backbone, _ = create_backbone(self.key.backbone, pretrained=True)
+        self._backbone = backbone
         self.digest = state_digest(backbone)
         self._engine = Engine(backbone, self.pre, model_key(self.spec.name, self.digest), self.engine_kind, self.device)
         self._cache = FeatureCache.for_backbone(self.digest, self.pre)
+
+    def module(self) -> nn.Module:
+        """The backbone whose features this source computes: the one a chosen model must be saved with.
+
+        Rebuilding it by name is not the same module for a backbone whose creation is not
+        deterministic (``simple_cnn``'s random filters), so the saved run takes this one.
+        """
+        self._ensure()
+        assert self._backbone is not None
+        return self._backbone
 
     def missing(self, digests: Sequence[str | None], views: Sequence[str]) -> int:
         """How many of these photos (content digests; None = unreadable) lack a cached view."""
