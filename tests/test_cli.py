@@ -284,7 +284,7 @@ def test_train_flags_reach_the_config(capsys, monkeypatch: pytest.MonkeyPatch, t
     )
     assert code == 1 and "stop here" in err
     assert seen["monitor"] == "val_accuracy" and seen["lr_patience"] == 3 and seen["min_lr"] == 1e-5
-    assert seen["class_weights"] is True and seen["pretrained"] is False and seen["model"] == "lite0"
+    assert seen["class_weights"] is True and seen["pretrained"] is False and seen["model"] == "auto"
 
 
 def test_bad_config_value_is_invalid_line(capsys, tmp_path: Path) -> None:

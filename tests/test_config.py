@@ -52,12 +52,14 @@ def test_config_error_is_value_error_with_exit_code_2() -> None:
 
 def test_defaults_and_resolved_values() -> None:
     c = RunConfig()
-    assert c.model.name == "lite0" and c.model.pretrained and c.train.strategy == "linear"
+    # auto: lite0 first (a stronger backbone only where lite0 leaves room, see tests/search/test_auto.py).
+    assert c.model.name == "auto" and c.model.backbone == "lite0" and c.model.pretrained and c.train.strategy == "linear"
+    assert ModelConfig(name="lite2").backbone == "lite2"
     assert c.data.val_split == 0.2 and c.data.augment == "none"
     t = TrainConfig()
     assert (t.resolved_epochs, t.resolved_lr, t.resolved_batch_size) == (60, 3e-3, 128)
     f = TrainConfig(strategy="finetune")
-    assert (f.resolved_epochs, f.resolved_lr, f.resolved_batch_size) == (3, 1e-4, 32)
+    assert (f.resolved_epochs, f.resolved_lr, f.resolved_batch_size) == (4, 5e-4, 32)
     full = TrainConfig(strategy="full", epochs=2, lr=0.5, batch_size=7)
     assert (full.resolved_epochs, full.resolved_lr, full.resolved_batch_size) == (2, 0.5, 7)
     assert TrainConfig(unfreeze=3).unfreeze == 3 and TrainConfig(unfreeze=0.5).unfreeze == 0.5
@@ -194,7 +196,10 @@ def test_resolve_finetune_head_phase_and_gpu_scaling() -> None:
 
     s = resolve(RunConfig.from_options(strategy="finetune", head_epochs=7), _spec(), "cuda")
     assert s.head == PhaseSettings(7, 3e-3, 128)
-    assert s.images == PhaseSettings(3, 1e-4 * 256 / 32, 256) and s.loader == "device"
+    # Scaled linearly with the batch (Goyal et al.) but a pretrained backbone is fine-tuned at most at full's 1e-3.
+    assert s.images == PhaseSettings(4, 1e-3, 256) and s.loader == "device"
+    assert resolve(RunConfig.from_options(strategy="finetune", batch_size=64), _spec(), "cuda").images == PhaseSettings(4, 1e-3, 64)
+    assert resolve(RunConfig.from_options(strategy="finetune", batch_size=16), _spec(), "cuda").images == PhaseSettings(4, 2.5e-4, 16)
     s = resolve(RunConfig.from_options(strategy="full", lr=0.01, batch_size=8, epochs=2), _spec(), "cuda")
     assert s.head is None and s.images == PhaseSettings(2, 0.01, 8)
     assert s.to_dict()["images"] == {"epochs": 2, "lr": 0.01, "batch_size": 8}
@@ -207,3 +212,13 @@ def test_resolve_head_defaults_of_the_backbone() -> None:
     assert (s.hidden, s.dropout) == (64, 0.4)
     s = resolve(RunConfig.from_options(hidden=8, dropout=0.1), _spec(default_hidden=64, default_dropout=0.4))
     assert (s.hidden, s.dropout) == (8, 0.1)
+
+
+def test_finetune_runs_one_cycle_by_default_and_the_others_reduce_on_plateau() -> None:
+    from imagefit.config import resolve
+
+    assert resolve(RunConfig.from_options(strategy="finetune"), _spec()).schedule == "onecycle"  # fastai's fine_tune
+    assert resolve(RunConfig(), _spec()).schedule == "plateau"
+    assert resolve(RunConfig.from_options(strategy="full"), _spec()).schedule == "plateau"
+    assert resolve(RunConfig.from_options(strategy="finetune", schedule="plateau"), _spec()).schedule == "plateau"
+    assert resolve(RunConfig.from_options(schedule="cosine"), _spec()).to_dict()["schedule"] == "cosine"

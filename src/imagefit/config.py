@@ -26,6 +26,8 @@ LOADERS = ("auto", "pillow", "device")
 # What a CPU computes the frozen backbone's features in (imagefit.engines.cpu.PRECISIONS; this layer may not import it).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 PRESETS = ("fast", "good", "best")
+# `--model auto`: lite0 first; a stronger backbone when lite0 gets under AUTO_ENOUGH of validation right (search/auto).
+AUTO_MODEL, FIRST_BACKBONE, AUTO_ENOUGH = "auto", "lite0", 0.98
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 SCHEDULES = ("plateau", "cosine", "onecycle")  # imagefit.train.schedules.SCHEDULES
 FLIPS = ("none", "horizontal", "vertical", "both")
@@ -34,9 +36,10 @@ AUG_BOUNDS = {"rotation": (0.0, 180.0), "zoom": (0.0, 0.9), "shift": (0.0, 0.5),
 # Whether each monitor improves downwards or upwards: explicit, never guessed from the name.
 MONITOR_MODES = {"val_loss": "min", "loss": "min", "val_accuracy": "max", "accuracy": "max"}
 
-# Defaults of each strategy's main phase (epochs, learning rate, batch size on a CPU).
-DEFAULT_EPOCHS = {"linear": 60, "finetune": 3, "full": 10}
-DEFAULT_LR = {"linear": 3e-3, "finetune": 1e-4, "full": 1e-3}
+# Defaults of each strategy's main phase (finetune's: fastai's fine_tune, one cycle, the last block at 5e-4, earlier down to a tenth).
+DEFAULT_EPOCHS = {"linear": 60, "finetune": 4, "full": 10}
+DEFAULT_LR = {"linear": 3e-3, "finetune": 5e-4, "full": 1e-3}
+DEFAULT_SCHEDULE = {"linear": "plateau", "finetune": "onecycle", "full": "plateau"}
 # finetune's head phase is exactly the linear strategy with its defaults.
 HEAD_LR = DEFAULT_LR["linear"]
 HEAD_BATCH_SIZE = 128
@@ -117,7 +120,7 @@ def _check_budget(budget: str) -> None:
 class ModelConfig:
     """Which backbone, and the head put on top of it."""
 
-    name: str = _opt("lite0", "Backbone: a registered name (see `imagefit models`) or a timm model name.")
+    name: str = _opt(AUTO_MODEL, "Backbone: a name from `imagefit models`, a timm name, or auto (lite0, or lite0+lite1+lite2 if better).")
     pretrained: bool = _opt(True, "Start from pretrained weights (read offline).")
     hidden: int = _opt(0, "Units of a hidden layer in the head; 0 for none (the backbone's default).")
     dropout: float = _opt(0.2, "Dropout before the head's last layer (0 to 0.95).")
@@ -125,9 +128,14 @@ class ModelConfig:
         "auto", "CPU feature precision: auto (bf16 with AMX, else fp32), fp32, bf16, int8 (calibrated on train).", PRECISIONS
     )
 
+    @property
+    def backbone(self) -> str:
+        """The backbone trained first (``auto`` starts with lite0)."""
+        return FIRST_BACKBONE if self.name == AUTO_MODEL else self.name
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise invalid("model", self.name, "a backbone name (see `imagefit models`)")
+            raise invalid("model", self.name, "a backbone name (see `imagefit models`) or auto")
         if self.hidden < 0:
             raise invalid("hidden", self.hidden, "0 (no hidden layer) or a positive integer")
         bounds.check("dropout", self.dropout, bounds.DROPOUT)
@@ -142,14 +150,12 @@ class TrainConfig:
     strategy: str = _opt(
         "linear", "linear: train a head on frozen features; finetune: then unfreeze the last blocks; full: train everything.", STRATEGIES
     )
-    epochs: int | None = _opt(None, "Epochs of the main phase (default: 60 linear, 3 finetune, 10 full).")
+    epochs: int | None = _opt(None, "Epochs of the main phase (default: 60 linear, 4 finetune, 10 full).")
     head_epochs: int = _opt(DEFAULT_EPOCHS["linear"], "Epochs of finetune's first phase (the head on frozen features).")
     head_lr: float | None = _opt(None, "Learning rate of finetune's first phase (the head on frozen features); default 0.003.")
     batch_size: int | None = _opt(None, "Mini-batch size of the main phase (default: 128 linear; 32 on a CPU, 256 on a GPU for images).")
-    lr: str | float | None = _opt(None, "Main phase's learning rate, or auto (lr-find); default 0.003 linear, 0.0001 finetune, 0.001 full.")
-    schedule: str = _opt(
-        "plateau", "Learning-rate schedule: plateau (reduce on plateau), cosine, or onecycle (fastai's fit_one_cycle).", SCHEDULES
-    )
+    lr: str | float | None = _opt(None, "Main phase's learning rate, or auto (lr-find); default 0.003 linear, 0.0005 finetune, 0.001 full.")
+    schedule: str | None = _opt(None, "LR schedule; default: onecycle for finetune (fastai's fine_tune), else plateau.", SCHEDULES)
     optimizer: str = _opt("adam", "Optimizer (sgd uses momentum 0.9).", OPTIMIZERS)
     weight_decay: float = _opt(0.0, "Weight decay (L2 penalty).")
     unfreeze: float = _opt(0.25, "finetune: fraction of the backbone's blocks to train, or a whole number of blocks.")
@@ -191,7 +197,7 @@ class TrainConfig:
             bounds.check("lr", self.lr, bounds.LR)
         if self.head_lr is not None:
             bounds.check("head_lr", self.head_lr, bounds.LR)
-        if self.schedule not in SCHEDULES:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             raise invalid("schedule", self.schedule, SCHEDULES)
         if self.weight_decay < 0:
             raise invalid("weight_decay", self.weight_decay, "a number >= 0")
@@ -246,11 +252,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: Any) -> RunConfig:
-        """Build a config from a dict read from JSON, checking names and types.
-
-        Raises:
-            ConfigError: on unknown keys or values of the wrong type.
-        """
+        """Build a config from a dict read from JSON, checking names and types (ConfigError otherwise)."""
         if not isinstance(raw, dict):
             raise ConfigError(f"config must be a JSON object, received {type(raw).__name__}")
         parts: dict[str, Any] = {}
@@ -262,14 +264,7 @@ class RunConfig:
 
     @classmethod
     def from_options(cls, **options: Any) -> RunConfig:
-        """Build a config from flat keyword options, as ``imagefit.train`` takes them.
-
-        ``model=`` names the backbone; every other option names a field of one
-        of the nested configs.
-
-        Raises:
-            ConfigError: on an unknown option, listing the allowed ones.
-        """
+        """Build a config from flat keyword options (``model=`` the backbone, the others a field); ConfigError lists the allowed ones."""
         where: dict[str, str] = {}
         for section, sub_cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
             for f in dataclasses.fields(sub_cls):
@@ -356,6 +351,7 @@ class ResolvedSettings:
         head: The head phase on cached features (``linear``, and ``finetune``'s first phase); None for ``full``.
         images: The phase on images (``finetune``'s second phase, ``full``); None for ``linear``.
         loader: How training images are decoded (``pillow`` or ``device``).
+        schedule: The learning-rate schedule of both phases.
     """
 
     preprocess: Preprocess
@@ -364,6 +360,7 @@ class ResolvedSettings:
     head: PhaseSettings | None
     images: PhaseSettings | None
     loader: str
+    schedule: str = "plateau"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, saved as ``settings`` in the run record."""
@@ -375,8 +372,8 @@ class ResolvedSettings:
 def resolve(config: RunConfig, spec: BackboneSpec, device_type: str = "cpu") -> ResolvedSettings:
     """Fill in every default of ``config`` for backbone ``spec`` on ``device_type`` (``cpu``, ``cuda``).
 
-    The image phase on a GPU uses batches of 256 with the learning rate scaled
-    linearly from its batch-32 default (Goyal et al.), unless either is set.
+    The image phase on a GPU uses batches of 256 with the learning rate scaled linearly from its batch-32
+    default (Goyal et al.; finetune's at most full's rate), unless either is set.
     """
     t, m = config.train, config.model
     pre = spec.preprocess
@@ -391,10 +388,11 @@ def resolve(config: RunConfig, spec: BackboneSpec, device_type: str = "cpu") -> 
         head = PhaseSettings(t.head_epochs, t.head_lr if t.head_lr is not None else HEAD_LR, HEAD_BATCH_SIZE)
     if t.strategy != "linear":
         bs = t.batch_size or IMAGE_BATCH_SIZE.get(device_type, IMAGE_BATCH_SIZE["cpu"])
-        lr = t.lr if isinstance(t.lr, float) else DEFAULT_LR[t.strategy] * bs / IMAGE_BATCH_SIZE["cpu"]
+        scaled = DEFAULT_LR[t.strategy] * bs / IMAGE_BATCH_SIZE["cpu"]
+        lr = t.lr if isinstance(t.lr, float) else min(scaled, DEFAULT_LR["full"]) if t.strategy == "finetune" else scaled
         images = PhaseSettings(t.resolved_epochs, lr, bs)
     loader = config.data.loader
     if loader == "auto":
         # nvjpeg decodes several times faster than Pillow on a GPU machine (BENCHMARKS.md); on a CPU Pillow wins.
         loader = "device" if device_type == "cuda" else "pillow"
-    return ResolvedSettings(pre, hidden, dropout, head, images, loader)
+    return ResolvedSettings(pre, hidden, dropout, head, images, loader, t.schedule or DEFAULT_SCHEDULE[t.strategy])

@@ -40,6 +40,7 @@ def _list() -> None:
     """Registered backbones, then the hub's transfer backbones: available offline or the download size, ImageNet top-1, features."""
     from rich.table import Table
 
+    from ..config import AUTO_ENOUGH
     from ..models import list_backbones, weights_available
     from ..models.backbones import _pretrained_cfg
     from ..models.hub import KNOWN, RECOMMENDED, catalogue
@@ -66,6 +67,10 @@ def _list() -> None:
     stdout.print(f"Recommended for transfer learning: {', '.join(RECOMMENDED)} (weights download once, then work offline).")
     stdout.print("Any timm model name also works with --model (safetensors weights from the Hugging Face Hub, or --no-pretrained).")
     stdout.print("Join names with + to concatenate their features as one backbone: --model lite0+lite1+lite2 (linear strategy).")
+    stdout.print(
+        f"The default, --model auto: lite0, stepping up to lite0+lite1+lite2 when lite0's head gets under {AUTO_ENOUGH:.0%} "
+        "of validation photos right."
+    )
     stdout.print("`imagefit models NAME` summarizes one: parameters per block, what each strategy trains, preprocessing.")
 
 

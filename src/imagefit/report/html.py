@@ -266,7 +266,7 @@ def settings_rows(model_cfg: dict[str, Any], train_cfg: dict[str, Any], resolved
         if isinstance(ps, dict):
             rows.update({f"{phase}.{k}": v for k, v in ps.items()})
     if resolved:
-        for key in ("hidden", "dropout", "loader", "lr_found", "final_fit"):
+        for key in ("hidden", "dropout", "loader", "schedule", "lr_found", "final_fit"):
             if key in resolved:
                 rows[f"used.{key}"] = resolved[key]
     # The config's None means "the default": its resolved value is in the phase rows above.

@@ -36,13 +36,13 @@ def continue_phase(ctx: RunContext, trainer: Trainer, phase: str, done: int, ste
     value (so the best weights overall are restored at the end) but start
     their patience afresh; a per-batch schedule runs a new cycle over the new epochs.
     """
-    t, n = ctx.config.train, ctx.more_epochs
+    n = ctx.more_epochs
     ps = ctx.settings.head if phase == "head" else ctx.settings.images
     assert ps is not None
     trainer.continue_training()
-    if t.schedule != "plateau":
+    if ctx.settings.schedule != "plateau":
         trainer.set_lr(ps.lr)
-        trainer.schedule = make_schedule(t.schedule, trainer.optimizer, n, steps)
+        trainer.schedule = make_schedule(ctx.settings.schedule, trainer.optimizer, n, steps)
     ps = dataclasses.replace(ps, epochs=done + n)
     if phase == "head":
         ctx.settings = dataclasses.replace(ctx.settings, head=ps)
@@ -55,7 +55,7 @@ def continue_phase(ctx: RunContext, trainer: Trainer, phase: str, done: int, ste
 def phase_callbacks(ctx: RunContext, best_file: str, baseline: float | None = None) -> list[Callback]:
     """The run's callbacks, without ReduceLROnPlateau when a per-batch schedule sets the learning rate."""
     cbs = ctx.callbacks(best_file, baseline=baseline)
-    if ctx.config.train.schedule != "plateau":
+    if ctx.settings.schedule != "plateau":
         cbs = [cb for cb in cbs if not isinstance(cb, ReduceLROnPlateau)]
     return cbs
 
@@ -121,7 +121,7 @@ def train_head(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> list[d
         save_checkpoints=ctx.dist.is_main,
         report=ctx.ui.info if ctx.ui.enabled else None,
         print_every=max(1, ps.epochs // HEAD_ROWS),
-        schedule=make_schedule(t.schedule, optimizer, ps.epochs, steps),
+        schedule=make_schedule(ctx.settings.schedule, optimizer, ps.epochs, steps),
     )
     done = trainer.load_checkpoint() if ctx.resume else 0
     epochs = ps.epochs
@@ -182,7 +182,7 @@ def refit_all(ctx: RunContext, head: nn.Module, feats: FeatureSplits) -> dict[st
         phase="refit",
         report=ctx.ui.info if ctx.ui.enabled else None,
         print_every=max(1, epochs // HEAD_ROWS),
-        schedule=make_schedule(t.schedule, optimizer, epochs, -(-len(y) // ps.batch_size)),
+        schedule=make_schedule(ctx.settings.schedule, optimizer, epochs, -(-len(y) // ps.batch_size)),
     )
     ctx.ui.info(f"final fit: the head again on all {len(y)} photos (train + validation) for {epochs} epochs, the best on validation")
     trainer.fit(shuffled_batches(x, y, ps.batch_size, t.seed), dict, epochs)

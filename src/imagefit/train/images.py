@@ -221,7 +221,7 @@ def train_images(ctx: RunContext, classifier: ImageClassifier, dev: torch.device
             reduce=lambda v: sum_across(v, info, dev),
             save_checkpoints=info.is_main,
             report=ctx.ui.info if ctx.ui.enabled else None,
-            schedule=make_schedule(t.schedule, optimizer, ps.epochs, steps),
+            schedule=make_schedule(ctx.settings.schedule, optimizer, ps.epochs, steps),
         )
 
     trainer = make_trainer(None)

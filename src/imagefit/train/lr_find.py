@@ -53,14 +53,14 @@ def lr_find(data: str | Path, val: str | Path | None = None, out: str | Path | N
     ui = UI(bool(options.pop("progress", True)))
     dev = resolve_device(str(options.pop("device", "auto")))
     config = RunConfig.from_options(**options)
-    spec = get_spec(config.model.name)
+    spec = get_spec(config.model.backbone)
     settings = resolve(config, spec, dev.type)
     out_path = Path(out) if out else Path("runs") / f"lr-find-{time.strftime('%Y%m%d-%H%M%S')}"
     train_set, val_set = prepare_data(data, val, config, warn=ui.warn, info=lambda line: ui.info(plain(line)))
     strategy = config.train.strategy
     with tempfile.TemporaryDirectory() as tmp:  # the head phase's checkpoints of finetune; nothing of them is kept
         ctx = RunContext(config, settings, Path(tmp), ui, train_set, val_set, DistInfo())
-        backbone, _ = create_backbone(config.model.name, pretrained=config.model.pretrained)
+        backbone, _ = create_backbone(config.model.backbone, pretrained=config.model.pretrained)
         head = Head(spec.num_features, len(train_set.classes), hidden=settings.hidden, dropout=settings.dropout)
         feats = run_module._head_features(ctx, backbone, spec.name, "auto", dev) if strategy != "full" else None
         if strategy == "linear":

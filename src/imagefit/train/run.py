@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..artifacts import save_int8_graph
-from ..config import RunConfig, resolve
+from ..config import AUTO_MODEL, RunConfig, resolve
 from ..data.load import SkipLog
 from ..data.prepare import prepare_data
 from ..data.transforms import Preprocess
@@ -40,12 +40,14 @@ from ..models.heads import Head, ImageClassifier
 from ..models.registry import BackboneSpec, create_backbone, get_spec, state_digest
 from ..paths import check_writable
 from ..record import META_FILE, RunRecord
+from ..search.fit import LEADERBOARD_FILE
+from ..search.leaderboard import Leaderboard
 from ..ui import UI, plain
 from . import finish
 from .distributed import DistInfo, barrier, local_device, setup, teardown
 from .head import FeatureSplits, first_fit_config, head_logits, refit_all, train_head
 from .images import train_images
-from .session import Run, RunContext, mlflow_choice, open_run, seed_everything, write_state
+from .session import OpenedRun, Run, RunContext, mlflow_choice, open_run, seed_everything, write_state
 from .unknown import final_features, fit_unknown, warn_near_copies
 
 __all__ = ["combination_warnings", "fit"]
@@ -93,6 +95,9 @@ def _fit(
     # --resume on a finished run with --epochs N: N more epochs of its last phase (Keras's "fit again").
     more = config.train.epochs if resume and config.train.epochs and (opened.out / META_FILE).is_file() else 0
     config = opened.config
+    auto = config.model.name == AUTO_MODEL
+    if auto:  # the saved config says what the model is: lite0, unless the stronger backbone is kept
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=config.model.backbone))
     mlflow_choice(config.train.mlflow)  # --mlflow without the mlflow package fails before any folder is made
     spec = get_spec(config.model.name)  # an unknown model fails before any folder is made
     check_strategy(spec.name, config.train.strategy)
@@ -121,9 +126,14 @@ def _fit(
     classifier = ImageClassifier(backbone, head)
 
     feats = None
+    board = None
     if config.train.strategy in ("linear", "finetune"):
         feats = _head_features(ctx, backbone, spec.name, engine, dev)
         train_head(ctx, head, feats)
+    if auto and config.train.strategy == "linear" and feats is not None and not (final_fit or resume or info.enabled):
+        stronger, board = _try_stronger(ctx, opened, head, feats, engine, dev, start)
+        if stronger is not None:
+            return stronger
     if config.train.strategy in ("finetune", "full"):
         train_images(ctx, classifier, dev, unfreeze_all=config.train.strategy == "full")
 
@@ -136,7 +146,11 @@ def _fit(
     record = _unknown_and_copies(ctx, record, feats, classifier, spec.name, digest, engine, dev)
     if final is not None:
         record.settings = {**(record.settings or {}), "final_fit": final}
+    if board is not None:  # auto tried a stronger backbone and kept lite0: both are on the leaderboard
+        record.extra["search"] = board.to_dict()
     if info.is_main:
+        if board is not None:
+            board.write_csv(opened.out / LEADERBOARD_FILE)
         finish.save(ctx, classifier, record, cal, val_out)
     return Run(opened.out, cal.metrics, list(ctx.csv.rows), config, ctx.skipped, time.time() - start)
 
@@ -193,6 +207,29 @@ def _head_features(ctx: RunContext, backbone: nn.Module, name: str, engine: str,
     extracted = ftr.extracted + fva.extracted
     ctx.ui.info(f"features: {extracted} extracted, {len(ftr.indices) + len(fva.indices) - extracted} from cache")
     return FeatureSplits.from_features(ftr, fva, train_set.labels, val_set.labels)
+
+
+def _try_stronger(
+    ctx: RunContext, opened: OpenedRun, head: Head, feats: FeatureSplits, engine: str, dev: torch.device, start: float
+) -> tuple[Run | None, Leaderboard | None]:
+    """``--model auto``: when the lite0 head leaves room, fit one on lite0+lite1+lite2 (:mod:`imagefit.search.auto`).
+
+    Returns the saved run when the stronger backbone is kept (else None), and the leaderboard when one was tried.
+    """
+    from ..search.auto import try_stronger
+    from ..search.fit import save_result
+
+    views = ("orig", "flip") if ctx.config.data.augment != "none" else ("orig",)
+    logits = head_logits(head, feats.x_val).float().numpy()
+    keep, result = try_stronger(
+        ctx.train_set, ctx.val_set, logits, feats.y_val.numpy(), seed=ctx.config.train.seed,
+        views=views, engine=engine, device=dev.type, say=ctx.ui.info, warn=ctx.ui.warn, task=ctx.ui.task,
+    )  # fmt: skip
+    if result is None:
+        return None, None
+    if not keep:
+        return None, result.leaderboard
+    return save_result(ctx, opened, result, engine, dev, start), result.leaderboard
 
 
 def _unknown_and_copies(

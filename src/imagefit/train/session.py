@@ -47,7 +47,7 @@ class Run:
 
 def default_out(config: RunConfig) -> Path:
     """``runs/<model>-<strategy>-<YYYYmmdd-HHMMSS>``."""
-    return Path("runs") / f"{config.model.name}-{config.train.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{config.model.backbone}-{config.train.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @dataclass
