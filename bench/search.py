@@ -37,16 +37,19 @@ def _metrics(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float((probs.argmax(1) == y).mean()), log_loss(probs, y)
 
 
-def default_run(data: Path, tmp: Path) -> tuple[float, float, float]:
+def default_run(data: Path, tmp: Path, **options: object) -> tuple[float, float, float, str]:
+    """``imagefit.train(data, **options)``; the saved model scored as ``evaluate`` scores it, and the backbone it kept."""
     import imagefit
 
     t0 = time.perf_counter()
-    run = imagefit.train(data, out=tmp / f"default-{data.name}")
+    tag = "-".join(f"{k}-{v}" for k, v in options.items()) or "default"
+    run = imagefit.train(data, out=tmp / f"{tag}-{data.name}", **options)
     seconds = time.perf_counter() - t0
     found = discover(data)
     rep, _ = _report_set(found)
-    m = imagefit.load(run.path).evaluate(rep)
-    return m["accuracy"], m["log_loss"], seconds
+    model = imagefit.load(run.path)
+    m = model.evaluate(rep)
+    return m["accuracy"], m["log_loss"], seconds, model.record.backbone.name
 
 
 def cv_head(data: Path) -> tuple[float, float, float]:
@@ -85,6 +88,7 @@ def main() -> None:
     ap.add_argument("--budgets", nargs="*", default=["2m", "5m", "10m"])
     ap.add_argument("--sets", nargs="*", default=["clothing-small", "cats_and_dogs_filtered"])
     ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--finetune", nargs="*", default=[], help="sets on which to also time --strategy finetune (minutes on a CPU)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     load = os.getloadavg()[0]
@@ -98,14 +102,20 @@ def main() -> None:
             data = SHARED / name
             _, split = _report_set(discover(data))
             label = f"{name} ({split})"
-            configs: list[tuple[str, object]] = [("default (lite0, Adam head)", None), ("lite0 + CV-chosen linear head", "cv")]
+            configs: list[tuple[str, object]] = [
+                ("default (--model auto)", {}),
+                ("--model lite0 (Adam head)", {"model": "lite0"}),
+                ("lite0 + CV-chosen linear head", "cv"),
+            ]
+            if name in args.finetune:
+                configs.append(("--strategy finetune (defaults, lite0)", {"strategy": "finetune"}))
             configs += [(f"--budget {b}", b) for b in args.budgets]
             for i, (title, what) in enumerate(configs):
                 if args.cold:
                     os.environ["IMAGEFIT_CACHE"] = str(tmp / f"cache-{name}-{i}")
-                if what is None:
-                    acc, ll, s = default_run(data, tmp)
-                    rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | | |")
+                if isinstance(what, dict):
+                    acc, ll, s, kept = default_run(data, tmp, **what)
+                    rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | {kept} | |")
                 elif what == "cv":
                     acc, ll, s = cv_head(data)
                     rows.append(f"| {label} | {title} | {acc:.4f} | {ll:.4f} | {s:.0f} | | |")
@@ -116,7 +126,10 @@ def main() -> None:
     body = (
         f"{provenance()} Feature cache: {'cold (empty) for every row' if args.cold else 'shared (warm after the first use)'}; "
         f"load average at start {load:.1f}.\n\n"
-        "Choices by validation only (k-fold CV for sets under 1,000 photos); accuracy and log loss on the split named.\n\n"
+        "Choices by validation only (k-fold CV for sets under 1,000 photos); accuracy and log loss on the split named. "
+        "*chosen*: the saved model's backbone (default, finetune) or the search's winner (--budget). The default is "
+        "`--model auto` (lite0, stepping up to lite0+lite1+lite2 when lite0's head gets under 98% of validation photos right); "
+        "`--budget` keeps the candidate cheapest to predict with within one standard error of the lowest validation log loss.\n\n"
         + "\n".join(rows)
     )
     update_section("search", "Budget search (CPU)", body)

@@ -40,8 +40,13 @@ def _env() -> dict[str, str]:
     return env
 
 
+# `python -m imagefit`, with Python's Ctrl-C handler installed even when this suite was started with SIGINT
+# ignored (a background job of a shell without job control): an ignored SIGINT is inherited, and kept.
+_MAIN = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); runpy.run_module('imagefit', run_name='__main__')"
+
+
 def _cmd(data: Path | None, out: Path, *, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "imagefit", "train"]
+    cmd = [sys.executable, "-c", _MAIN, "train"]
     if resume:
         # DATA may be left out: a resumed run reads it from its folder.
         return [*cmd, "--resume", "--out", str(out)]
