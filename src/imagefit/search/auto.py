@@ -106,21 +106,18 @@ def try_stronger(
     except ConfigError as exc:  # the stronger backbone could not be built or scored: the lite0 run stands
         (warn or say)(f"auto: {name} could not be used ({exc}); the run stays {FIRST}")
         return False, None
-    first = Entry(
-        f"{FIRST} (default head)", "ok", FIRST, score=log_loss(logits_to_probs(first_logits), labels),
-        val_log_loss=log_loss(logits_to_probs(first_logits), labels), val_accuracy=accuracy,
-    )  # fmt: skip
+    first_ll = log_loss(logits_to_probs(first_logits), labels)
+    first = Entry(f"{FIRST} (default head)", "ok", FIRST, score=first_ll, val_log_loss=first_ll, val_accuracy=accuracy)
     result.leaderboard.add(first)
-    best = result.best
+    # Both on the validation photos (a small set's search scores by CV on train: not comparable with lite0's).
+    best, best_ll = result.best, result.best.entry.val_log_loss
     if best.val_losses is not None and best.val_losses.shape == first_losses.shape:
-        better = best.entry.score < first.score and not within_one_se(first_losses, best.val_losses)
+        better = best_ll < first_ll and not within_one_se(first_losses, best.val_losses)
     else:  # not the same photos (cannot happen with one validation set): the plain comparison
-        better = best.entry.score < first.score
-    kept = result.best.entry.name if better else first.name
+        better = best_ll < first_ll
+    kept = best.entry.name if better else first.name
     result.leaderboard.best = kept
-    say(
-        f"auto: validation log loss {result.best.entry.score:.4f} ({result.best.entry.name}) vs {first.score:.4f} ({FIRST}): keeping {kept}"
-    )
+    say(f"auto: validation log loss {best_ll:.4f} ({best.entry.name}) vs {first_ll:.4f} ({FIRST}): keeping {kept}")
     return better, result
 
 
