@@ -115,6 +115,19 @@ def test_default_run_keeps_the_stronger_backbone_as_a_whole_model(tmp_path: Path
     assert {r["sources"] for r in record.extra["search"]["rows"]} == {"lite0", "lite0+simple_cnn"}
     preds = model.predict(sorted(data.rglob("*.png"))[:3])
     assert len(preds) == 3
+    # Every candidate in the run's report and in `imagefit compare` (terminal and its report), the chosen one marked.
+    report = (run.path / "report.html").read_text()
+    assert "Search leaderboard" in report and "* lite0+simple_cnn orig" in report and "lite0 (default head)" in report
+    from rich.console import Console
+
+    from imagefit.report.compare import compare, leaderboard_table, write_compare_report
+
+    rows = compare([run.path])
+    console = Console(record=True, width=200)
+    console.print(leaderboard_table(rows[0]["search"], rows[0]["name"]))
+    text = console.export_text()
+    assert "chosen (*): lite0+simple_cnn orig" in text and "lite0 (default head)" in text
+    assert "Search leaderboard: run" in write_compare_report(rows, tmp_path / "cmp").read_text()
     # The saved backbone is the module the head was fitted on (simple_cnn's filters are random: a rebuilt one is not).
     metrics = model.evaluate(val)
     assert metrics["log_loss"] == pytest.approx(run.metrics["log_loss"], rel=1e-2, abs=1e-4)

@@ -17,7 +17,7 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")] = False,
 ) -> None:
     """Compare runs' validation metrics and the settings that differ between them (learning rate, model, strategy ...)."""
-    from ..report.compare import comparable_note, rich_table, write_compare_report
+    from ..report.compare import comparable_note, leaderboard_table, rich_table, write_compare_report
     from ..report.compare import compare as compare_runs
 
     rows = compare_runs(runs)
@@ -26,6 +26,9 @@ def compare(
         out_json(rows)
     else:
         stdout.print(rich_table(rows, width=stdout.width))
+        for r in rows:  # runs made by a search (--budget, or --model auto stepping up): every candidate
+            if r.get("search") and r["search"].get("rows"):
+                stdout.print(leaderboard_table(r["search"], r["name"]))
     note = comparable_note(rows)
     if note:
         console.print(f"[yellow]{note}[/]")

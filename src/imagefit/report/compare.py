@@ -15,7 +15,7 @@ from ..artifacts import read_meta
 from ..errors import ConfigError
 from ..paths import atomic_write_text
 from . import plots
-from .html import REPORT_FILE, Figures, esc, page, table
+from .html import REPORT_FILE, SEARCH_COLUMNS, Figures, esc, page, search_rows, search_section, search_summary, table
 
 COLUMNS = (
     "name",
@@ -64,6 +64,7 @@ def summarize(run: str | Path) -> dict[str, Any]:
         "baseline_accuracy": base.get("accuracy"),
         "baseline_log_loss": base.get("log_loss"),
         "settings": settings(cfg),
+        "search": meta.get("search"),
     }
 
 
@@ -124,7 +125,7 @@ def _cell(v: Any, key: str) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return "-"
-        if key in ("lr", "min_lr", "weight_decay", "lr_factor", "dropout", "val_split", "unfreeze"):
+        if key in ("lr", "min_lr", "weight_decay", "lr_factor", "dropout", "val_split", "unfreeze", "c"):
             return f"{v:g}"
         return f"{v:.1f}" if key == "seconds" else f"{v:.3f}" if key == "temperature" else f"{v:.4f}"
     return str(v)
@@ -180,6 +181,27 @@ def rich_table(rows: Sequence[dict[str, Any]], width: int | None = None) -> Tabl
     return t
 
 
+def leaderboard_table(search: dict[str, Any], title: str) -> Table:
+    """A search run's leaderboard for the terminal (the chosen candidate marked ``*``; columns no row fills left out)."""
+    rows = search_rows(search)
+    keep = [i for i, key in enumerate(SEARCH_COLUMNS) if any(_cell(row[i], key) not in ("-", "") for row in rows)]
+    # On a terminal: the status only when something was skipped, the CV loss only when it chose (it repeats the validation loss otherwise).
+    cv = "CV" in str(search.get("selection"))
+    keep = [
+        i
+        for i in keep
+        if not (SEARCH_COLUMNS[i] == "status" and all(r[2] == "ok" for r in rows)) and (SEARCH_COLUMNS[i] != "cv_log_loss" or cv)
+    ]
+    t = Table(title=f"{title}: {search_summary(search)}", title_justify="left")
+    short = {"rank": "#", "val_log_loss": "val loss", "val_accuracy": "val acc", "cv_log_loss": "cv loss", "seconds": "s"}
+    for i in keep:  # every column but the note kept on one line: numbers must stay readable on 80 columns
+        key = SEARCH_COLUMNS[i]
+        t.add_column(short.get(key, key), no_wrap=key != "note", justify="right" if key not in ("name", "status", "note") else "left")
+    for row in rows:
+        t.add_row(*(_cell(row[i], SEARCH_COLUMNS[i]) for i in keep))
+    return t
+
+
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as CSV text."""
     buf = io.StringIO()
@@ -210,4 +232,9 @@ def write_compare_report(rows: Sequence[dict[str, Any]], out: str | Path) -> Pat
     if note:
         body.append(f'<p class="bad">{esc(note)}</p>')
     body += ["<h2>Plot</h2>", figs.add("compare", plots.compare_plot(rows), "accuracy and log loss per run")]
+    for r in rows:  # a run made by a search: every candidate it tried
+        body += [
+            part.replace("<h2>Search leaderboard</h2>", f"<h2>Search leaderboard: {esc(r['name'])}</h2>")
+            for part in search_section(r.get("search"))
+        ]
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit: {len(rows)} runs compared", f"written to <code>{esc(out)}</code>", body))

@@ -224,10 +224,47 @@ def write_run_report(
         figs.add("history", plots.history_plot(history), "accuracy and loss per epoch"),
     ]
     body = body[:1] + hist + body[1:]
+    body += search_section(record.extra.get("search"))
     body += unknown_section(figs, out, record.ood, classes)
     body.append(skipped_section(record.skipped))
     body.append("<h2>Settings</h2>" + table(["setting", "value"], settings_rows(model_cfg, train_cfg, record.settings)))
     return atomic_write_text(out / REPORT_FILE, page(f"imagefit run {out.name}", subtitle, body))
+
+
+# The leaderboard's columns shown in reports, in order (every column is in leaderboard.csv).
+SEARCH_COLUMNS = ("rank", "name", "status", "val_log_loss", "val_accuracy", "cv_log_loss", "c", "seconds", "note")
+
+
+def search_rows(search: dict[str, Any]) -> list[list[Any]]:
+    """The leaderboard's rows (best first, then skipped/failed), the chosen one's name marked with ``*``."""
+    best = search.get("best")
+    out = []
+    for r in search.get("rows") or []:
+        row = [r.get(k) for k in SEARCH_COLUMNS]
+        if r.get("name") == best:
+            row[1] = f"* {row[1]}"
+        out.append(row)
+    return out
+
+
+def search_summary(search: dict[str, Any]) -> str:
+    """One line: what was chosen, by which rule, in how many seconds of which budget."""
+    budget = search.get("budget_s") or 0
+    spent = f"{search.get('elapsed_s', 0):.1f} s" + (
+        f" of a {budget:.0f} s budget (overrun {search.get('overrun', 0):.1%})" if budget else ""
+    )
+    return f"chosen (*): {search.get('best')}; selection: {search.get('selection')}; {spent}"
+
+
+def search_section(search: dict[str, Any] | None) -> list[str]:
+    """Every candidate a search (``--budget``, or ``--model auto`` stepping up from lite0) scored or skipped."""
+    if not search or not search.get("rows"):
+        return []
+    return [
+        "<h2>Search leaderboard</h2>",
+        f'<p class="note">{esc(search_summary(search))}. Also in <code>leaderboard.csv</code>.</p>',
+        table([c.replace("_", " ") for c in SEARCH_COLUMNS], search_rows(search)),
+    ]
 
 
 def unknown_section(
