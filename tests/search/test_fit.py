@@ -102,3 +102,44 @@ def test_a_composite_winner_is_saved_as_an_ordinary_run(tmp_path: Path, make_img
     # The saved backbone computes the features the search scored its head on.
     assert model.evaluate(root)["accuracy"] >= 0.9
     assert {r["label"] for r in model.predict(root / "green").records} == {"green"}
+
+
+def _lite0_only(monkeypatch):  # type: ignore[no-untyped-def]
+    from imagefit.search import fit as fit_mod
+    from imagefit.search import runner
+
+    def lite0(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return runner.search(*args, **{**kwargs, "backbones": ["lite0"], "higher_res": False})
+
+    monkeypatch.setattr(fit_mod, "search", lite0)
+
+
+def test_fine_tuning_is_a_gpu_candidate_skipped_on_a_cpu(tmp_path: Path, make_img, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _lite0_only(monkeypatch)
+    root = _red_and_green(tmp_path / "data", make_img)
+    run = imagefit.train(root, out=tmp_path / "run", budget="10m", progress=False)
+    rows = {r["name"]: r for r in imagefit.load(run.path).record.extra["search"]["rows"]}
+    assert rows["lite0 finetune"]["status"] == "skipped" and "GPU-only" in rows["lite0 finetune"]["note"]
+
+
+@pytest.mark.parametrize("wins", [True, False])
+def test_the_fine_tuned_candidate_is_saved_when_chosen(tmp_path: Path, make_img, monkeypatch, wins: bool) -> None:  # type: ignore[no-untyped-def]
+    """The whole fine-tuning path on a CPU (``ON_CPU``), the choice forced both ways: a loadable run either way."""
+    from imagefit.search import tune
+
+    _lite0_only(monkeypatch)
+    monkeypatch.setattr(tune, "ON_CPU", True)
+    monkeypatch.setattr(tune, "_finetune_wins", lambda *a: wins)
+    root = _red_and_green(tmp_path / "data", make_img)
+    val = _red_and_green(tmp_path / "val", make_img)
+    run = imagefit.train(root, val=val, out=tmp_path / "run", budget="10m", epochs=2, progress=False)
+    model = imagefit.load(run.path)
+    record = model.record
+    rows = {r["name"]: r for r in record.extra["search"]["rows"]}
+    assert rows["lite0 finetune"]["status"] == "ok" and rows["lite0 finetune"]["val_log_loss"] is not None
+    assert (record.extra["search"]["best"] == "lite0 finetune") is wins
+    assert record.config.train.strategy == ("finetune" if wins else "linear") and record.backbone.name == "lite0"
+    assert record.ood is not None and (run.path / "leaderboard.csv").is_file()
+    # The saved weights are the ones scored: evaluating the validation photos gives the run's own figures.
+    assert model.evaluate(val)["log_loss"] == pytest.approx(run.metrics["log_loss"], rel=1e-2, abs=1e-4)
+    assert {r["label"] for r in model.predict(root / "green").records} == {"green"}

@@ -27,6 +27,7 @@ from ..errors import ConfigError, invalid
 from ..models.heads import ImageClassifier
 from ..models.registry import get_spec, state_digest
 from .budget import parse_budget
+from .leaderboard import LEADERBOARD_FILE
 from .runner import SearchResult, search
 from .sources import FeatureSource
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 # Seconds a preset spends when no --budget is given.
 PRESET_BUDGETS = {"fast": 60.0, "good": 300.0, "best": 900.0}
-LEADERBOARD_FILE = "leaderboard.csv"
 
 
 def budget_seconds(budget: str | None, preset: str | None) -> float:
@@ -58,6 +58,7 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
         raise ConfigError("--budget/--preset runs in one process; start it without torchrun")
     seconds = budget_seconds(config.train.budget, config.train.preset)
     ctx.ui.info(f"search: budget {seconds:.0f} s")
+    t0 = time.perf_counter()
     result = search(
         ctx.train_set,
         ctx.val_set,
@@ -70,7 +71,11 @@ def fit_search(ctx: RunContext, opened: OpenedRun, engine: str, dev: torch.devic
         task=ctx.ui.task,
     )
     ctx.ui.info(f"search: best {result.best.entry.name} ({result.leaderboard.elapsed_s:.1f} s of {seconds:.0f} s)")
-    return save_result(ctx, opened, result, engine, dev, start)
+    from .tune import maybe_finetune
+
+    tuned = maybe_finetune(ctx, opened, result, engine, dev, start, seconds - (time.perf_counter() - t0))
+    result.leaderboard.elapsed_s = time.perf_counter() - t0
+    return tuned or save_result(ctx, opened, result, engine, dev, start)
 
 
 def save_result(ctx: RunContext, opened: OpenedRun, result: SearchResult, engine: str, dev: torch.device, start: float) -> Run:

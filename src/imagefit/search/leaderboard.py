@@ -11,6 +11,7 @@ from typing import Any
 
 from ..paths import atomic_write_text
 
+LEADERBOARD_FILE = "leaderboard.csv"  # in the run folder
 COLUMNS = (
     "rank",
     "name",
@@ -113,4 +114,4 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-__all__ = ["COLUMNS", "Entry", "Leaderboard"]
+__all__ = ["COLUMNS", "LEADERBOARD_FILE", "Entry", "Leaderboard"]

@@ -12,9 +12,10 @@ skipped if it would not fit):
    features concatenated -> one linear head, see :mod:`imagefit.models.composite`),
    extracted as one backbone at the largest member's input size, so it is
    scored on exactly the features its saved model computes;
-4. the best candidate's backbone at a higher input resolution.
+4. the best candidate's backbone at a higher input resolution;
+5. (after this module, in :mod:`.tune`, on a GPU) the best single backbone fine-tuned.
 
-Every candidate is one backbone (a composite is one) with a linear head, so
+Every candidate here is one backbone (a composite is one) with a linear head, so
 the winner is saved as an ordinary run.
 
 Selection: by validation log loss, with the one-standard-error rule (Hastie,
