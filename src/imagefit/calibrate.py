@@ -148,12 +148,17 @@ def fit_temperature(
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean log loss of probabilities, clipped to ``[1e-15, 1 - 1e-15]`` as Kaggle and scikit-learn do."""
-    y = np.asarray(labels, dtype=np.int64)
-    if len(y) == 0:
+    if len(labels) == 0:
         return float("nan")
+    return float(photo_log_losses(probs, labels).mean())
+
+
+def photo_log_losses(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each photo's log loss, clipped as :func:`log_loss` (whose mean it is): for paired comparisons of models."""
+    y = np.asarray(labels, dtype=np.int64)
     p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
     p = p / p.sum(axis=1, keepdims=True)
-    return float(-np.log(p[np.arange(len(y)), y]).mean())
+    return -np.log(p[np.arange(len(y)), y])
 
 
 @dataclass

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..calibrate import log_loss
+from ..calibrate import log_loss, photo_log_losses
 from ..config import AUTO_ENOUGH, FIRST_BACKBONE
 from ..data.discover import ImageSet
 from ..errors import ConfigError
@@ -50,8 +50,7 @@ def stronger_backbone() -> str | None:
 
 def per_photo_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Log loss of each photo, from a head's logits (one logit: two classes, as :class:`Head`)."""
-    p = logits_to_probs(logits)
-    return -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-15, 1.0))
+    return photo_log_losses(logits_to_probs(logits), labels)
 
 
 def try_stronger(

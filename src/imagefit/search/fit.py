@@ -83,7 +83,7 @@ def save_result(ctx: RunContext, opened: OpenedRun, result: SearchResult, engine
     from ..train import finish
     from ..train.head import head_logits
     from ..train.session import Run
-    from ..train.unknown import fit_unknown, warn_near_copies
+    from ..train.unknown import with_unknown
 
     config = ctx.config
     key = result.source
@@ -116,8 +116,7 @@ def save_result(ctx: RunContext, opened: OpenedRun, result: SearchResult, engine
     record = finish.build_record(ctx, opened, spec, digest, head.out_features, cal, start)
     # The unknown-photo detector and the copy warning, on the chosen backbone's original views (from the cache).
     train = src.features(ctx.train_set, ("orig",), SkipLog())
-    warn_near_copies(ctx, train.values[:, 0], val.values[:, 0])
-    record = dataclasses.replace(record, ood=fit_unknown(ctx, train.values[:, 0], val.values[:, 0], save=ctx.dist.is_main))
+    record = with_unknown(ctx, record, train.values[:, 0], val.values[:, 0])
     record.extra["search"] = result.leaderboard.to_dict()
     # Read back as the default of Model.predict/evaluate (tta=None): the model was chosen predicting this way.
     record.tta = bool(result.tta)

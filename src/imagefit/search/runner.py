@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..calibrate import log_loss
+from ..calibrate import log_loss, photo_log_losses
 from ..data.discover import ImageSet
 from ..data.load import SkipLog
 from ..errors import ConfigError
@@ -304,7 +304,7 @@ def _score_heads(st: _State, key: SourceKey, allow_tta: bool, estimate: float, t
         for tta in (False, True) if allow_tta else (False,):
             probs = fit.probs(xva if tta else xva[:, :1])
             val_ll = log_loss(probs, va.labels)
-            losses = -np.log(np.clip(probs[np.arange(len(va.labels)), va.labels], 1e-15, 1.0))
+            losses = photo_log_losses(probs, va.labels)
             name = f"{label} {train_views}{' tta' if tta else ''}"
             entry = Entry(
                 name, "ok", label, train_views, tta, fit.c, fit.cv_log_loss if st.small else val_ll,

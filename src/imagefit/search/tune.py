@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..calibrate import photo_log_losses
 from ..config import resolve
 from ..data.load import SkipLog
 from ..engine import Engine, model_key
@@ -111,7 +112,7 @@ def maybe_finetune(
     logits = head_logits(head, torch.from_numpy(val.values[:, 0])).float().numpy()
     y = np.asarray(ctx.val_set.labels, np.int64)[val.indices]
     p = logits_to_probs(logits)
-    losses = -np.log(np.clip(p[np.arange(len(y)), y], 1e-15, 1.0))
+    losses = photo_log_losses(p, y)
     ll, acc = float(losses.mean()), float((p.argmax(1) == y).mean())
     board.elapsed_s += time.perf_counter() - t0
     entry = board.add(
@@ -151,7 +152,7 @@ def _save(
     """Calibrate, fit the unknown-photo detector and save the fine-tuned model as the run (a finetune run, plus the leaderboard)."""
     from ..train import finish
     from ..train.session import Run
-    from ..train.unknown import final_features, fit_unknown, warn_near_copies
+    from ..train.unknown import final_features, with_unknown
 
     spec = get_spec(ctx.config.model.name)
     digest = state_digest(classifier.backbone)
@@ -160,8 +161,7 @@ def _save(
     cal = finish.calibrate(ctx, val_out)
     record = finish.build_record(ctx, opened, spec, digest, classifier.head.out_features, cal, start)
     train, val = final_features(ctx, None, lambda: eng, digest)
-    warn_near_copies(ctx, train, val)
-    record = dataclasses.replace(record, ood=fit_unknown(ctx, train, val, save=ctx.dist.is_main))
+    record = with_unknown(ctx, record, train, val)
     record.extra["search"] = result.leaderboard.to_dict()
     if ctx.dist.is_main:
         result.leaderboard.write_csv(ctx.out / LEADERBOARD_FILE)

@@ -48,7 +48,7 @@ from .distributed import DistInfo, barrier, local_device, setup, teardown
 from .head import FeatureSplits, first_fit_config, head_logits, refit_all, train_head
 from .images import train_images
 from .session import OpenedRun, Run, RunContext, mlflow_choice, open_run, seed_everything, write_state
-from .unknown import final_features, fit_unknown, warn_near_copies
+from .unknown import final_features, with_unknown
 
 __all__ = ["combination_warnings", "fit"]
 
@@ -245,8 +245,7 @@ def _unknown_and_copies(
     """Warn about validation photos copied from train, and add the unknown-photo detector to the record."""
     key = model_key(name, digest)
     train, val = final_features(ctx, feats, lambda: _engine(ctx, classifier.backbone, ctx.settings.preprocess, key, engine, dev), digest)
-    warn_near_copies(ctx, train, val)
-    return dataclasses.replace(record, ood=fit_unknown(ctx, train, val, save=ctx.dist.is_main))
+    return with_unknown(ctx, record, train, val)
 
 
 def _final_logits(

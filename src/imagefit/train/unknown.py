@@ -8,6 +8,7 @@ and come from the cache).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..duplicates import NEAR_THRESHOLD, near_pairs
 from ..errors import ImagefitError
 from ..features import FeatureCache, extract
 from ..ood import fit_detector, normalize
+from ..record import RunRecord
 from .head import FeatureSplits
 from .session import RunContext
 
@@ -43,6 +45,12 @@ def fit_unknown(ctx: RunContext, train: np.ndarray, val: np.ndarray, save: bool)
     accepted = float(np.mean(~det.unknown(det.val_scores)))
     ctx.ui.info(f"unknown-photo detector: threshold {det.threshold:.4f} accepts {accepted:.1%} of the validation photos")
     return det.save(ctx.out).to_dict() if save else None
+
+
+def with_unknown(ctx: RunContext, record: RunRecord, train: np.ndarray, val: np.ndarray) -> RunRecord:
+    """Warn about validation photos copied from train, and add the unknown-photo detector to ``record``."""
+    warn_near_copies(ctx, train, val)
+    return dataclasses.replace(record, ood=fit_unknown(ctx, train, val, save=ctx.dist.is_main))
 
 
 def warn_near_copies(ctx: RunContext, train: np.ndarray, val: np.ndarray, threshold: float = NEAR_THRESHOLD) -> int:
